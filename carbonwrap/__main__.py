@@ -1,0 +1,3 @@
+from carbonwrap.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""Frozen values passed between the modules. No third-party imports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DOMAINS = ("cpu", "dram", "gpu")
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One sensor channel at one instant.
+
+    A measured channel carries a cumulative counter (`energy_j`, wrapping at `wrap_j`); a modelled one
+    carries the mean power since its previous read (`power_w`). `error` is set when the channel could not
+    be read this time; the value fields are then None.
+    """
+
+    domain: str
+    name: str
+    energy_j: float | None = None
+    power_w: float | None = None
+    wrap_j: float | None = None
+    max_power_w: float | None = None
+    # For the memory estimate: the machine's used memory the power was modelled on. The tree is charged
+    # by its resident share of it instead of its CPU share.
+    basis_bytes: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SensorInfo:
+    """What the record says about one channel: how its domain is measured and why."""
+
+    domain: str
+    name: str
+    method: str  # "measured" | "estimated"
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TreeUsage:
+    """Cumulative CPU use at one instant: the command's process tree and the whole machine."""
+
+    cpu_s: float  # live descendants' utime+stime+cutime+cstime plus our RUSAGE_CHILDREN
+    rss_bytes: int  # resident memory of the live descendants
+    reaped_peak_rss_bytes: int  # largest peak resident memory of any finished descendant (ru_maxrss)
+    processes: int  # live descendants
+    machine_busy_s: float  # busy CPU seconds of all threads since boot
+    threads: int  # hardware threads of the machine
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One interval: energy per domain for the machine and charged to the scope, and power now."""
+
+    t_s: float
+    dt_s: float
+    machine_j: dict[str, float]
+    charged_j: dict[str, float]
+    power_w: dict[str, float]
+    tree_cpu_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Intensity:
+    """Grid carbon intensity used to turn energy into CO2e."""
+
+    region: str | None
+    name: str | None
+    g_per_kwh: float
+    year: int | None
+    source: str
+    how: str  # "flag" | "env" | "time zone" | "intensity" | "default"
+    note: str = ""  # "no region set; world average", "guessed from time zone Europe/Paris"
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Everything the command line decided, already validated."""
+
+    command: tuple[str, ...]
+    intensity: Intensity
+    interval_s: float = 1.0
+    pue: float = 1.0
+    scope: str = "tree"
+    baseline_s: float = 0.0
+    outputs: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    label: str = ""
+    live: bool = False
+    quiet: bool = False
+    sysfs: str = "/sys"
+    gpu: bool | None = None
+    cpu_watts: tuple[float, float] | None = None
+    debug: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """The outcome of one run; the record of SPEC.md section 5 is built from it."""
+
+    id: str
+    label: str
+    command: tuple[str, ...]
+    cwd: str
+    host: str
+    started_at: str
+    ended_at: str
+    duration_s: float
+    exit_code: int
+    signal: int | None
+    cpu_time_s: float
+    scope: str
+    pue: float
+    energy_j: dict[str, float | None]
+    machine_energy_j: dict[str, float | None]
+    co2e_g: float
+    intensity: Intensity
+    sensors: tuple[SensorInfo, ...]
+    gpus: tuple[dict[str, object], ...] = ()
+    warnings: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    baseline_w: dict[str, float] = field(default_factory=dict)
+
+
+def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:
+    """Grams of CO2e for `energy_j` joules at the meter, before PUE (SPEC.md section 3)."""
+    return energy_j * pue / 3.6e6 * g_per_kwh

@@ -1,0 +1,1 @@
+"""Presenting a run: the record, the summary, the sinks."""

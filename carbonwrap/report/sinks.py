@@ -1,0 +1,153 @@
+"""Where records go: .json, .jsonl, .csv, .prom files. Appends are locked; replacements are atomic."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from carbonwrap.report.record import CSV_COLUMNS, to_row
+
+SUFFIXES = (".json", ".jsonl", ".csv", ".prom")
+
+
+class SinkError(Exception):
+    """A record could not be written; the message names the path and the reason."""
+
+
+def check_suffix(path: str) -> None:
+    """Raise ValueError for a path whose format carbonwrap cannot tell from its suffix."""
+    if Path(path).suffix.lower() not in SUFFIXES:
+        raise ValueError(f"cannot tell the format of '{path}': end it in {', '.join(SUFFIXES)}")
+
+
+def write(path: str, rec: dict[str, Any]) -> None:
+    """Write one record to `path`, in the format its suffix names."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".json":
+            _replace(p, json.dumps(rec, indent=2, ensure_ascii=False) + "\n")
+        elif suffix == ".jsonl":
+            _append(p, json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n", header=None)
+        elif suffix == ".csv":
+            _append(p, _csv_line(to_row(rec)), header=_csv_line(list(CSV_COLUMNS)))
+        elif suffix == ".prom":
+            _replace(p, prometheus_text(rec))
+        else:
+            raise SinkError(f"{path}: unknown format")
+    except OSError as e:
+        where = e.filename or path
+        raise SinkError(f"cannot write {where}: {e.strerror or e}") from None
+
+
+def _replace(p: Path, text: str) -> None:
+    """Write to a temporary file beside `p`, then rename over it: readers never see half a record."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _append(p: Path, text: str, header: str | None) -> None:
+    """Append under an exclusive lock, so that concurrent runs never interleave or double the header."""
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if header is not None and os.fstat(fd).st_size == 0:
+            text = header + text
+        data = text.encode("utf-8")
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe (OWASP CSV injection)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _csv_line(cells: list[object]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([escape_cell(c) for c in cells])
+    return buf.getvalue()
+
+
+_LABEL_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _label_value(v: object) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(pairs: dict[str, str]) -> str:
+    return ",".join(f'{k}="{_label_value(v)}"' for k, v in pairs.items())
+
+
+def prometheus_labels(rec: dict[str, Any]) -> dict[str, str]:
+    """The run's label, then its tags, with tag names made valid Prometheus label names."""
+    out = {"label": str(rec["label"])}
+    for k, v in rec["tags"].items():
+        name = _LABEL_NAME.sub("_", k)
+        if not name or name[0].isdigit():
+            name = "_" + name
+        if name.startswith("__"):
+            name = "tag" + name
+        out.setdefault(name, str(v))
+    return out
+
+
+def prometheus_text(rec: dict[str, Any]) -> str:
+    """The run as Prometheus text exposition format (one gauge family per quantity)."""
+    base = prometheus_labels(rec)
+    lines: list[str] = []
+
+    def family(name: str, help_: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} gauge")
+        for extra, value in samples:
+            lines.append(f"{name}{{{_labels({**base, **extra})}}} {value!r}")
+
+    energy: list[tuple[dict[str, str], float]] = []
+    for domain in ("cpu", "dram", "gpu", "total"):
+        charged, machine = rec["energy_j"][domain], rec["machine_energy_j"][domain]
+        if charged is not None:
+            energy.append(({"domain": domain, "scope": rec["scope"]}, float(charged)))
+        if machine is not None and rec["scope"] != "machine":
+            energy.append(({"domain": domain, "scope": "machine"}, float(machine)))
+    family("carbonwrap_energy_joules", "Energy of the last run, before PUE.", energy)
+    family("carbonwrap_co2e_grams", "CO2e of the last run in grams.", [({}, float(rec["co2e_g"]))])
+    family("carbonwrap_duration_seconds", "Wall time of the last run.", [({}, float(rec["duration_s"]))])
+    family(
+        "carbonwrap_cpu_seconds", "CPU time of the command's process tree.", [({}, float(rec["cpu_time_s"]))]
+    )
+    family("carbonwrap_exit_code", "Exit status of the last run.", [({}, float(rec["exit_code"]))])
+    ended = datetime.fromisoformat(rec["ended_at"].replace("Z", "+00:00")).timestamp()
+    family("carbonwrap_last_run_timestamp_seconds", "When the last run ended (Unix time).", [({}, ended)])
+    return "\n".join(lines) + "\n"

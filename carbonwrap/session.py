@@ -1,0 +1,155 @@
+"""One run: counters read before the launch, the drift-free tick loop, the final read. Owns the clock."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from carbonwrap.meter import Meter
+from carbonwrap.model import DOMAINS, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
+from carbonwrap.runner import Child
+from carbonwrap.sensors import Sensor
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed while the command ran
+        return os.environ.get("PWD", "")
+
+
+def read_all(sensors: Sequence[Sensor]) -> list[Reading]:
+    return [r for s in sensors for r in s.read()]
+
+
+def measure_idle(
+    sensors: Sequence[Sensor],
+    child: Child,
+    duration_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, float]:
+    """Mean machine power per domain over `duration_s` before anything is launched (--baseline)."""
+    meter = Meter("machine")
+    t0 = clock()
+    meter.prime(read_all(sensors), child.usage(scan=False), t0)
+    sleep(duration_s)
+    t1 = clock()
+    meter.update(read_all(sensors), child.usage(scan=False), t1)
+    return {d: e / (t1 - t0) for d, e in meter.machine_j.items()} if t1 > t0 else {}
+
+
+def run(
+    options: RunOptions,
+    sensors: Sequence[Sensor],
+    child: Child,
+    *,
+    idle_w: dict[str, float] | None = None,
+    warnings: Sequence[str] = (),
+    on_launch: Callable[[], None] | None = None,
+    on_sample: Callable[[Sample, Meter], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
+) -> RunReport:
+    """Launch the command, sample every interval until it exits, and return the report."""
+    meter = Meter(options.scope, idle_w)
+    readings = read_all(sensors)
+    meter.prime(readings, child.usage(scan=False), clock())
+    cpu0 = child.usage(scan=False).cpu_s
+    started, t0 = wall(), clock()
+    child.spawn()  # raises LaunchError: nothing measured
+    if on_launch is not None:
+        on_launch()
+    k = 1
+    failure: str | None = None
+    while not child.wait(t0 + k * options.interval_s - clock()):
+        now = clock()
+        if now < t0 + k * options.interval_s:
+            continue  # woken by a signal before the tick
+        k = int((now - t0) / options.interval_s) + 1  # a late tick skips ahead, it does not drift
+        if failure is not None:
+            continue  # measurement broke: keep waiting for the command, whose status must pass through
+        try:
+            sample = meter.update(read_all(sensors), child.usage(), now)
+        except Exception as e:  # carbonwrap's failure must not cost the command
+            failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
+            continue
+        if on_sample is not None:
+            try:
+                on_sample(sample, meter)
+            except Exception as e:
+                on_sample = None
+                meter.warnings.append(f"live view stopped: {e!r}")
+    t_end = clock()
+    final = meter.update(read_all(sensors), child.usage(), t_end) if failure is None else None
+    ended = wall()
+    if failure is not None:
+        meter.warnings.append(failure)
+    cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - cpu0
+    return _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
+
+
+def _report(
+    options: RunOptions,
+    sensors: Sequence[Sensor],
+    child: Child,
+    meter: Meter,
+    times: tuple[float, float, float],
+    cpu_time_s: float,
+    idle_w: dict[str, float] | None,
+    warnings: Sequence[str],
+) -> RunReport:
+    assert child.status is not None
+    started, ended, duration = times
+    exit_code, sig = child.status
+    notes = list(warnings) + meter.warnings
+    if not child.subreaper:
+        notes.append("could not become a child subreaper: orphaned descendants may be missed")
+    left = child.leftovers()
+    if left:
+        names = ", ".join(f"{p.comm} (pid {p.pid})" for p in left[:10])
+        more = f" and {len(left) - 10} more" if len(left) > 10 else ""
+        notes.append(
+            f"{len(left)} descendant(s) still running when the command exited, measured until then: "
+            f"{names}{more}"
+        )
+    if child.forwarded:
+        notes.append(f"forwarded to the command: {', '.join(child.forwarded)}")
+    present = {r for r in meter.machine_j}
+    energy = {d: (meter.charged_j[d] if d in present else None) for d in DOMAINS}
+    machine = {d: (meter.machine_j[d] if d in present else None) for d in DOMAINS}
+    energy["total"] = sum(v for v in energy.values() if v is not None)
+    machine["total"] = sum(v for v in machine.values() if v is not None)
+    info: list[SensorInfo] = [i for s in sensors for i in s.info]
+    it = options.intensity
+    return RunReport(
+        id=uuid.uuid4().hex,
+        label=options.label,
+        command=options.command,
+        cwd=_cwd(),
+        host=socket.gethostname(),
+        started_at=_utc(started),
+        ended_at=_utc(ended),
+        duration_s=duration,
+        exit_code=exit_code,
+        signal=sig,
+        cpu_time_s=max(cpu_time_s, 0.0),
+        scope=options.scope,
+        pue=options.pue,
+        energy_j=energy,
+        machine_energy_j=machine,
+        co2e_g=co2e_g(energy["total"] or 0.0, options.pue, it.g_per_kwh),
+        intensity=it,
+        sensors=tuple(info),
+        warnings=tuple(notes),
+        tags=dict(options.tags),
+        baseline_w=dict(idle_w or {}),
+    )
