@@ -81,6 +81,7 @@ CSV_COLUMNS = (
     "intensity_year",
     "intensity_source",
     "intensity_how",
+    "intensity_note",
     "method_cpu",
     "method_dram",
     "method_gpu",

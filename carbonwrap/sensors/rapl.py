@@ -13,7 +13,7 @@ Reader = Callable[[Path], str]
 
 
 def read_text(path: Path) -> str:
-    return path.read_text(encoding="ascii")
+    return path.read_text(encoding="ascii", errors="replace")
 
 
 @dataclass(frozen=True, slots=True)

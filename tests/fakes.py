@@ -1,0 +1,102 @@
+"""Faithful fakes of hardware this machine lacks: a powercap sysfs tree of real files and symlinks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+INTEL_PACKAGE_RANGE_UJ = 262143328850
+INTEL_DRAM_RANGE_UJ = 65712999613
+AMD_PACKAGE_RANGE_UJ = 65532610987
+
+
+class FakePowercap:
+    """A sysfs root laid out like the kernel's: zones live under devices/virtual/powercap/<type>/ and
+    class/powercap/<zone> is a symlink to them. Counters are advanced by the test at known joules."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cls = root / "class" / "powercap"
+        self.dev = root / "devices" / "virtual" / "powercap"
+        self.cls.mkdir(parents=True, exist_ok=True)
+        self.ranges: dict[str, int] = {}
+
+    def zone(
+        self,
+        zone_id: str,
+        name: str,
+        range_uj: int,
+        energy_uj: int = 0,
+        max_power_uw: int | None = None,
+        parent: str | None = None,
+    ) -> Path:
+        ctype = zone_id.split(":")[0]  # intel-rapl or intel-rapl-mmio
+        base = self.dev / ctype
+        if parent is not None:
+            base = self._dir(parent)
+        d = base / zone_id
+        d.mkdir(parents=True)
+        (d / "name").write_text(name + "\n")
+        (d / "energy_uj").write_text(f"{energy_uj}\n")
+        (d / "max_energy_range_uj").write_text(f"{range_uj}\n")
+        if max_power_uw is not None:
+            (d / "constraint_0_max_power_uw").write_text(f"{max_power_uw}\n")
+        os.symlink(os.path.relpath(d, self.cls), self.cls / zone_id)
+        self.ranges[zone_id] = range_uj
+        return d
+
+    def _dir(self, zone_id: str) -> Path:
+        return (self.cls / zone_id).resolve()
+
+    def energy_uj(self, zone_id: str) -> int:
+        return int((self._dir(zone_id) / "energy_uj").read_text())
+
+    def advance(self, zone_id: str, joules: float) -> None:
+        """Add `joules` to the counter, wrapping past max_energy_range_uj as the hardware does."""
+        rng = self.ranges[zone_id]
+        value = self.energy_uj(zone_id) + round(joules * 1e6)
+        if value > rng:
+            value -= rng + 1
+        (self._dir(zone_id) / "energy_uj").write_text(f"{value}\n")
+
+    def write_raw(self, zone_id: str, text: str) -> None:
+        (self._dir(zone_id) / "energy_uj").write_text(text)
+
+
+def intel_server(root: Path) -> FakePowercap:
+    """2-socket Intel: directory numbers do not follow package names; core zones; dram zones at :N:1;
+    package-1 starts 300 J below its wrap (the whole range is only 262 kJ)."""
+    fp = FakePowercap(root)
+    fp.zone("intel-rapl:0", "package-1", INTEL_PACKAGE_RANGE_UJ,
+            energy_uj=INTEL_PACKAGE_RANGE_UJ - 300_000_000, max_power_uw=205_000_000)  # 300 J below
+    fp.zone("intel-rapl:0:0", "core", INTEL_PACKAGE_RANGE_UJ, 5_000_000, parent="intel-rapl:0")
+    fp.zone("intel-rapl:0:1", "dram", INTEL_DRAM_RANGE_UJ, 7_000_000, parent="intel-rapl:0")
+    fp.zone("intel-rapl:1", "package-0", INTEL_PACKAGE_RANGE_UJ, 123_456_789, max_power_uw=205_000_000)
+    fp.zone("intel-rapl:1:0", "core", INTEL_PACKAGE_RANGE_UJ, 1_000_000, parent="intel-rapl:1")
+    fp.zone("intel-rapl:1:1", "dram", INTEL_DRAM_RANGE_UJ, 9_000_000, parent="intel-rapl:1")
+    return fp
+
+
+def intel_laptop(root: Path) -> FakePowercap:
+    """Intel laptop: psys above the package, and an intel-rapl-mmio duplicate of package-0."""
+    fp = FakePowercap(root)
+    fp.zone("intel-rapl:0", "package-0", INTEL_PACKAGE_RANGE_UJ, 1_000_000, max_power_uw=28_000_000)
+    fp.zone("intel-rapl:0:0", "core", INTEL_PACKAGE_RANGE_UJ, 500_000, parent="intel-rapl:0")
+    fp.zone("intel-rapl:0:1", "uncore", INTEL_PACKAGE_RANGE_UJ, 100_000, parent="intel-rapl:0")
+    fp.zone("intel-rapl:1", "psys", INTEL_PACKAGE_RANGE_UJ, 2_000_000)
+    fp.zone("intel-rapl-mmio:0", "package-0", INTEL_PACKAGE_RANGE_UJ, 1_000_000, max_power_uw=28_000_000)
+    return fp
+
+
+def amd_epyc(root: Path) -> FakePowercap:
+    """2-socket AMD EPYC: package zones only, no dram, the AMD energy range."""
+    fp = FakePowercap(root)
+    fp.zone("intel-rapl:0", "package-0", AMD_PACKAGE_RANGE_UJ, 10_000_000)
+    fp.zone("intel-rapl:1", "package-1", AMD_PACKAGE_RANGE_UJ, 20_000_000)
+    return fp
+
+
+def empty(root: Path) -> Path:
+    """Like this VM and most CI runners: no powercap tree at all."""
+    root.mkdir(parents=True, exist_ok=True)
+    return root

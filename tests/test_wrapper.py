@@ -1,0 +1,185 @@
+"""The wrapper through its real entry point: exit statuses, stdio pass-through, no shell, launch order."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CW, ROOT, clean_env
+
+PY = sys.executable
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 42, 255])
+def test_exit_code_passes_through(cw, code: int) -> None:
+    r = cw("-q", "--", PY, "-c", f"raise SystemExit({code})")
+    assert r.returncode == code
+    assert r.stdout == b""
+
+
+@pytest.mark.parametrize("sig", [9, 15, 6])
+def test_killed_by_signal_exits_128_plus_n_and_records_it(cw, tmp_path: Path, sig: int) -> None:
+    out = tmp_path / "r.json"
+    r = cw("-q", "-o", str(out), "--", PY, "-c", f"import os; os.kill(os.getpid(), {sig})")
+    assert r.returncode == 128 + sig
+    rec = json.loads(out.read_text())
+    assert rec["signal"] == sig and rec["exit_code"] == 128 + sig
+
+
+def test_command_not_found_is_127_with_one_line_and_nothing_measured(cw, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    r = cw("-o", str(out), "--", "no-such-command-xyz", "arg")
+    assert r.returncode == 127
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "command not found: no-such-command-xyz" in lines[0]
+    assert not out.exists()
+    assert r.stdout == b""
+
+
+def test_directory_as_command_is_126(cw, tmp_path: Path) -> None:
+    r = cw("--", str(tmp_path))
+    assert r.returncode == 126
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "cannot execute" in lines[0]
+
+
+def test_non_executable_file_is_126(cw, tmp_path: Path) -> None:
+    f = tmp_path / "script.sh"
+    f.write_text("#!/bin/sh\necho hi\n")
+    f.chmod(0o644)
+    if os.access(f, os.X_OK):  # root may execute files without x bits only when one x bit is set
+        pytest.skip("this user can execute anything")
+    r = cw("--", str(f))
+    assert r.returncode == 126
+    assert b"chmod +x" in r.stderr and len(r.stderr.decode().strip().splitlines()) == 1
+
+
+def test_no_shell_is_involved(cw, tmp_path: Path) -> None:
+    r = cw("-q", "--", "echo", "$HOME", "*", "a;b", "`id`")
+    assert r.returncode == 0
+    assert r.stdout == b"$HOME * a;b `id`\n"
+
+
+def test_options_after_the_command_belong_to_the_command(cw) -> None:
+    r = cw("-q", PY, "-c", "import sys; print(sys.argv[1:])", "-q", "--region", "FR", "-o", "x.json")
+    assert r.returncode == 0
+    assert r.stdout == b"['-q', '--region', 'FR', '-o', 'x.json']\n"
+
+
+def test_prefix_form_without_dashdash(cw) -> None:
+    r = cw("-q", "echo", "-n", "hi")
+    assert (r.returncode, r.stdout) == (0, b"hi")
+
+
+def test_dashdash_wraps_a_program_named_like_a_subcommand(cw, tmp_path: Path) -> None:
+    prog = tmp_path / "doctor"
+    prog.write_text("#!/bin/sh\necho i am a program called doctor\n")
+    prog.chmod(0o755)
+    env = clean_env(PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    r = cw("-q", "--", "doctor", env=env)
+    assert (r.returncode, r.stdout) == (0, b"i am a program called doctor\n")
+
+
+BINARY_WRITER = r"""
+import sys
+out = sys.stdout.buffer
+out.write(b"\x00\x01\xff\xfe not utf-8 \xc3\x28 \r\n\x00")
+block = bytes(range(256)) * 4096  # 1 MiB
+for _ in range(10):
+    out.write(block)
+out.write(b"end\x00")
+"""
+
+
+def test_binary_stdout_is_byte_identical_with_and_without_carbonwrap(cw) -> None:
+    direct = subprocess.run([PY, "-c", BINARY_WRITER], capture_output=True, check=True).stdout
+    assert len(direct) > 10 * 1024 * 1024
+    wrapped = cw("-q", "--", PY, "-c", BINARY_WRITER)
+    assert wrapped.returncode == 0
+    assert wrapped.stdout == direct
+    also_summary = cw("--", PY, "-c", BINARY_WRITER)
+    assert also_summary.stdout == direct
+    assert b"carbonwrap" in also_summary.stderr
+
+
+def test_stdin_belongs_to_the_command(cw) -> None:
+    r = subprocess.run(
+        ["sh", "-c", f"echo hi | {' '.join(CW)} -- cat"], capture_output=True, env=clean_env(), check=False
+    )
+    assert (r.returncode, r.stdout) == (0, b"hi\n")
+    big = os.urandom(3 * 1024 * 1024)
+    r = subprocess.run([*CW, "-q", "--", "cat"], input=big, capture_output=True, env=clean_env(), check=False)
+    assert r.stdout == big
+
+
+def test_carbonwrap_never_writes_to_stdout(cw, tmp_path: Path) -> None:
+    for args in (["--", "true"], ["-o", str(tmp_path / "a.json"), "--", "false"], ["--", "no-such-cmd-q"]):
+        r = cw(*args)
+        assert r.stdout == b"", args
+        assert r.stderr != b""
+
+
+def test_summary_is_plain_text_off_a_terminal(cw) -> None:
+    r = cw("--region", "FR", "--", "true")
+    text = r.stderr.decode()
+    assert "\x1b[" not in text
+    for word in ("exit 0", "cpu", "estimated", "FR France", "44.18 g/kWh", "CO2e", "driving"):
+        assert word in text, word
+
+
+def test_the_child_is_launched_before_heavy_imports(tmp_path: Path) -> None:
+    # An audit hook sees os.posix_spawn at the instant of the launch; no code is patched.
+    probe = (
+        "import sys\n"
+        "def hook(event, args):\n"
+        "    if event == 'os.posix_spawn':\n"
+        "        heavy = [m for m in ('rich', 'pynvml') if m in sys.modules]\n"
+        "        sys.stderr.write(f'AT-SPAWN heavy={heavy}\\n')\n"
+        "sys.addaudithook(hook)\n"
+        "sys.argv = ['carbonwrap', '--live', '--', 'true']\n"
+        "from carbonwrap.cli import main\n"
+        "main()\n"
+    )
+    r = subprocess.run([PY, "-c", probe], capture_output=True, env=clean_env(), check=False, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert b"AT-SPAWN heavy=[]" in r.stderr
+
+
+def test_record_write_failure_exits_1_and_prints_the_record(cw, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cw("-q", "-o", str(blocker / "sub" / "r.json"), "--", "true")
+    assert r.returncode == 1
+    err = r.stderr.decode().splitlines()
+    assert "cannot write" in err[0]
+    rec = json.loads(err[-1])
+    assert rec["schema"] == "carbonwrap.run/1" and rec["exit_code"] == 0
+
+
+def test_record_write_failure_keeps_the_commands_own_failure_status(cw, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cw("-q", "-o", str(blocker / "r.csv"), "--", PY, "-c", "raise SystemExit(5)")
+    assert r.returncode == 5
+    assert json.loads(r.stderr.decode().splitlines()[-1])["exit_code"] == 5
+
+
+def test_a_full_disk_is_a_write_failure_that_loses_nothing(cw, tmp_path: Path) -> None:
+    full = tmp_path / "runs.jsonl"
+    full.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk, even for root
+    r = cw("-q", "-o", str(full), "-o", str(tmp_path / "ok.json"), "--", "true")
+    assert r.returncode == 1
+    err = r.stderr.decode().splitlines()
+    assert "No space left on device" in err[0]
+    assert json.loads(err[-1]) == json.loads((tmp_path / "ok.json").read_text())
+
+
+def test_missing_parent_directories_are_created(cw, tmp_path: Path) -> None:
+    out = tmp_path / "a" / "b" / "c" / "r.json"
+    assert cw("-q", "-o", str(out), "--", "true").returncode == 0
+    assert json.loads(out.read_text())["exit_code"] == 0
