@@ -61,10 +61,10 @@ def run(
 ) -> RunReport:
     """Launch the command, sample every interval until it exits, and return the report."""
     meter = Meter(options.scope, idle_w)
-    readings = read_all(sensors)
-    meter.prime(readings, child.usage(scan=False), clock())
-    cpu0 = child.usage(scan=False).cpu_s
-    started, t0 = wall(), clock()
+    t0 = clock()  # the meter counts seconds from here, just before the launch
+    usage0 = child.usage(scan=False)
+    meter.prime(read_all(sensors), usage0, 0.0)
+    started = wall()
     child.spawn()  # raises LaunchError: nothing measured
     if on_launch is not None:
         on_launch()
@@ -78,7 +78,7 @@ def run(
         if failure is not None:
             continue  # measurement broke: keep waiting for the command, whose status must pass through
         try:
-            sample = meter.update(read_all(sensors), child.usage(), now)
+            sample = meter.update(read_all(sensors), child.usage(), now - t0)
         except Exception as e:  # carbonwrap's failure must not cost the command
             failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
             continue
@@ -89,11 +89,11 @@ def run(
                 on_sample = None
                 meter.warnings.append(f"live view stopped: {e!r}")
     t_end = clock()
-    final = meter.update(read_all(sensors), child.usage(), t_end) if failure is None else None
+    final = meter.update(read_all(sensors), child.usage(), t_end - t0) if failure is None else None
     ended = wall()
     if failure is not None:
         meter.warnings.append(failure)
-    cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - cpu0
+    cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - usage0.cpu_s
     return _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
 
 

@@ -57,10 +57,13 @@ class FakePowercap:
         value = self.energy_uj(zone_id) + round(joules * 1e6)
         if value > rng:
             value -= rng + 1
-        (self._dir(zone_id) / "energy_uj").write_text(f"{value}\n")
+        self.write_raw(zone_id, f"{value}\n")
 
     def write_raw(self, zone_id: str, text: str) -> None:
-        (self._dir(zone_id) / "energy_uj").write_text(text)
+        # sysfs reads are atomic; replacing the file keeps a concurrent reader from seeing it empty.
+        d = self._dir(zone_id)
+        (d / ".energy_uj.tmp").write_text(text)
+        os.replace(d / ".energy_uj.tmp", d / "energy_uj")
 
 
 def intel_server(root: Path) -> FakePowercap:

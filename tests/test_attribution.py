@@ -1,0 +1,135 @@
+"""Charging (SPEC.md section 3): capacity share, idle baseline, scopes, PUE, and a measured run end to end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from carbonwrap import attribution
+from carbonwrap.meter import Meter
+from carbonwrap.model import Reading, TreeUsage, co2e_g
+from tests import fakes
+
+
+def test_capacity_share_without_baseline() -> None:
+    # 100 J over 1 s on 4 threads; the tree used 1 CPU second: a quarter of the capacity.
+    assert attribution.charge(100.0, 1.0, 1.0, 2.0, 4.0) == pytest.approx(25.0)
+    assert attribution.charge(100.0, 1.0, 0.0, 2.0, 4.0) == 0.0
+    assert attribution.charge(100.0, 1.0, 5.0, 4.0, 4.0) == pytest.approx(100.0)  # clamped at 1
+
+
+def test_baseline_formula() -> None:
+    # E=100 J, P_idle=40 W, dt=1 s, C=1, B=2, T=4: (100-40) x 1/2 + 40 x 1/4 = 40 J.
+    assert attribution.charge(100.0, 1.0, 1.0, 2.0, 4.0, idle_w=40.0) == pytest.approx(40.0)
+    # Below idle: nothing above idle to share, the idle part still by capacity.
+    assert attribution.charge(30.0, 1.0, 1.0, 2.0, 4.0, idle_w=40.0) == pytest.approx(10.0)
+    # Machine idle apart from the tree: the tree pays all the power above idle.
+    assert attribution.charge(100.0, 1.0, 1.0, 1.0, 4.0, idle_w=40.0) == pytest.approx(70.0)
+
+
+def test_resident_share() -> None:
+    assert attribution.resident_share(2_000, 8_000) == 0.25
+    assert attribution.resident_share(9_000, 8_000) == 1.0
+    assert attribution.resident_share(1, 0) == 0.0
+
+
+def _usage(cpu: float, busy: float, rss: int = 0) -> TreeUsage:
+    return TreeUsage(cpu, rss, 0, 0, busy, 4)
+
+
+def test_meter_scopes_and_memory_share() -> None:
+    readings0 = [Reading("cpu", "p0", energy_j=0.0, wrap_j=1e6), Reading("dram", "estimate", power_w=8.0,
+                                                                          basis_bytes=8_000)]
+    readings1 = [Reading("cpu", "p0", energy_j=100.0, wrap_j=1e6), Reading("dram", "estimate", power_w=8.0,
+                                                                           basis_bytes=8_000)]
+    tree = Meter("tree")
+    tree.prime(readings0, _usage(0, 0), 0.0)
+    s = tree.update(readings1, _usage(1.0, 2.0, rss=2_000), 1.0)
+    assert s.machine_j == {"cpu": 100.0, "dram": 8.0}
+    assert s.charged_j == {"cpu": pytest.approx(25.0), "dram": pytest.approx(2.0)}
+    machine = Meter("machine")
+    machine.prime(readings0, _usage(0, 0), 0.0)
+    s = machine.update(readings1, _usage(1.0, 2.0, rss=2_000), 1.0)
+    assert s.charged_j == s.machine_j
+
+
+def test_meter_with_idle_baseline() -> None:
+    m = Meter("tree", idle_w={"cpu": 40.0})
+    m.prime([Reading("cpu", "p0", energy_j=0.0)], _usage(0, 0), 0.0)
+    m.update([Reading("cpu", "p0", energy_j=100.0)], _usage(1.0, 2.0), 1.0)
+    assert m.charged_j["cpu"] == pytest.approx(40.0)
+
+
+def test_co2e() -> None:
+    assert co2e_g(3.6e6, 1.0, 50.0) == pytest.approx(50.0)
+    assert co2e_g(3.6e6, 1.5, 50.0) == pytest.approx(75.0)
+
+
+# The wrapped command is the hardware: it advances the fake package counters at known joules while it
+# runs (including across a wrap), so the record's measured energy must equal exactly what it added.
+ADVANCE = r"""
+import os, sys, time
+from pathlib import Path
+zones = {Path(p): float(j) for p, j in (a.split("=") for a in sys.argv[1:])}
+for step in range(10):
+    for path, joules in zones.items():
+        f = path / "energy_uj"
+        rng = int((path / "max_energy_range_uj").read_text())
+        v = int(f.read_text()) + round(joules / 10 * 1e6)
+        if v > rng:
+            v -= rng + 1
+        tmp = path / ".energy_uj.tmp"  # sysfs reads are atomic: replace, never truncate in place
+        tmp.write_text(f"{v}\n")
+        os.replace(tmp, f)
+    time.sleep(0.1)
+"""
+
+
+def test_measured_energy_end_to_end_on_a_fake_server(cw, tmp_path: Path) -> None:
+    sysfs = tmp_path / "sys"
+    fp = fakes.intel_server(sysfs)
+    d = {z: fp._dir(z) for z in ("intel-rapl:0", "intel-rapl:1", "intel-rapl:0:1", "intel-rapl:1:1")}
+    fp.write_raw("intel-rapl:0", f"{fakes.INTEL_PACKAGE_RANGE_UJ - 50_000_000}\n")  # 50 J below the wrap
+    rec = tmp_path / "r.json"
+    # About 1 s at 120 + 80 W: under twice the zones' 205 W maximum, which would be taken as a reset.
+    args = [f"{d['intel-rapl:0']}=120", f"{d['intel-rapl:1']}=80", f"{d['intel-rapl:0:1']}=30",
+            f"{d['intel-rapl:1:1']}=20"]
+    r = cw("-q", "--sysfs", str(sysfs), "--scope", "machine", "--region", "FR", "--pue", "1.2",
+           "-i", "0.05", "-o", str(rec), "--", sys.executable, "-c", ADVANCE, *args)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(rec.read_text())
+    assert fp.energy_uj("intel-rapl:0") < 100_000_000  # package-1 wrapped during the run
+    assert out["machine_energy_j"]["cpu"] == pytest.approx(200.0, abs=1e-4)
+    assert out["machine_energy_j"]["dram"] == pytest.approx(50.0, abs=1e-4)
+    assert out["energy_j"]["total"] == pytest.approx(250.0, abs=1e-4)
+    assert out["co2e_g"] == pytest.approx(250.0 * 1.2 / 3.6e6 * 44.18, rel=1e-6)
+    methods = {(s["domain"], s["name"], s["method"]) for s in out["sensors"]}
+    assert methods == {("cpu", "package-0", "measured"), ("cpu", "package-1", "measured"),
+                       ("dram", "package-0/dram", "measured"), ("dram", "package-1/dram", "measured")}
+    assert out["warnings"] == []
+
+
+def test_tree_scope_charges_a_share_and_keeps_machine_energy(cw, tmp_path: Path) -> None:
+    sysfs = tmp_path / "sys"
+    fp = fakes.amd_epyc(sysfs)
+    rec = tmp_path / "r.json"
+    r = cw("-q", "--sysfs", str(sysfs), "-i", "0.05", "-o", str(rec), "--", sys.executable, "-c", ADVANCE,
+           f"{fp._dir('intel-rapl:0')}=100")  # 100 W
+    assert r.returncode == 0, r.stderr
+    out = json.loads(rec.read_text())
+    assert out["machine_energy_j"]["cpu"] == pytest.approx(100.0, abs=1e-4)
+    assert out["warnings"] == []
+    assert 0 < out["energy_j"]["cpu"] < out["machine_energy_j"]["cpu"]
+    dram = [s for s in out["sensors"] if s["domain"] == "dram"]
+    assert dram[0]["method"] == "estimated" and "no RAPL dram zone" in dram[0]["detail"]
+
+
+def test_baseline_is_measured_and_recorded(cw, tmp_path: Path) -> None:
+    rec = tmp_path / "r.json"
+    r = cw("-q", "--baseline", "0.3", "-o", str(rec), "--", "true")
+    assert r.returncode == 0
+    out = json.loads(rec.read_text())
+    assert out["baseline_w"]["cpu"] > 0 and out["baseline_w"]["dram"] > 0
