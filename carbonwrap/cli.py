@@ -174,10 +174,13 @@ def _fail(message: str, status: int = 2) -> NoReturn:
 
 
 def _click_message(e: click.ClickException) -> str:
-    msg = e.format_message().replace("\n", " ")
     if isinstance(e, click.NoSuchOption):
-        msg += " (see 'carbonwrap --help'; put '--' before a command that starts with '-')"
-    return msg
+        close = f" (did you mean {', '.join(sorted(e.possibilities))}?)" if e.possibilities else ""
+        return (
+            f"unknown option {e.option_name}{close}; see 'carbonwrap --help', "
+            "and put '--' before a command that starts with '-'"
+        )
+    return e.format_message().replace("\n", " ")
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

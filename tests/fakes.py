@@ -70,8 +70,13 @@ def intel_server(root: Path) -> FakePowercap:
     """2-socket Intel: directory numbers do not follow package names; core zones; dram zones at :N:1;
     package-1 starts 300 J below its wrap (the whole range is only 262 kJ)."""
     fp = FakePowercap(root)
-    fp.zone("intel-rapl:0", "package-1", INTEL_PACKAGE_RANGE_UJ,
-            energy_uj=INTEL_PACKAGE_RANGE_UJ - 300_000_000, max_power_uw=205_000_000)  # 300 J below
+    fp.zone(
+        "intel-rapl:0",
+        "package-1",
+        INTEL_PACKAGE_RANGE_UJ,
+        energy_uj=INTEL_PACKAGE_RANGE_UJ - 300_000_000,
+        max_power_uw=205_000_000,
+    )  # 300 J below
     fp.zone("intel-rapl:0:0", "core", INTEL_PACKAGE_RANGE_UJ, 5_000_000, parent="intel-rapl:0")
     fp.zone("intel-rapl:0:1", "dram", INTEL_DRAM_RANGE_UJ, 7_000_000, parent="intel-rapl:0")
     fp.zone("intel-rapl:1", "package-0", INTEL_PACKAGE_RANGE_UJ, 123_456_789, max_power_uw=205_000_000)

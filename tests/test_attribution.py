@@ -41,10 +41,14 @@ def _usage(cpu: float, busy: float, rss: int = 0) -> TreeUsage:
 
 
 def test_meter_scopes_and_memory_share() -> None:
-    readings0 = [Reading("cpu", "p0", energy_j=0.0, wrap_j=1e6), Reading("dram", "estimate", power_w=8.0,
-                                                                          basis_bytes=8_000)]
-    readings1 = [Reading("cpu", "p0", energy_j=100.0, wrap_j=1e6), Reading("dram", "estimate", power_w=8.0,
-                                                                           basis_bytes=8_000)]
+    readings0 = [
+        Reading("cpu", "p0", energy_j=0.0, wrap_j=1e6),
+        Reading("dram", "estimate", power_w=8.0, basis_bytes=8_000),
+    ]
+    readings1 = [
+        Reading("cpu", "p0", energy_j=100.0, wrap_j=1e6),
+        Reading("dram", "estimate", power_w=8.0, basis_bytes=8_000),
+    ]
     tree = Meter("tree")
     tree.prime(readings0, _usage(0, 0), 0.0)
     s = tree.update(readings1, _usage(1.0, 2.0, rss=2_000), 1.0)
@@ -95,10 +99,32 @@ def test_measured_energy_end_to_end_on_a_fake_server(cw, tmp_path: Path) -> None
     fp.write_raw("intel-rapl:0", f"{fakes.INTEL_PACKAGE_RANGE_UJ - 50_000_000}\n")  # 50 J below the wrap
     rec = tmp_path / "r.json"
     # About 1 s at 120 + 80 W: under twice the zones' 205 W maximum, which would be taken as a reset.
-    args = [f"{d['intel-rapl:0']}=120", f"{d['intel-rapl:1']}=80", f"{d['intel-rapl:0:1']}=30",
-            f"{d['intel-rapl:1:1']}=20"]
-    r = cw("-q", "--sysfs", str(sysfs), "--scope", "machine", "--region", "FR", "--pue", "1.2",
-           "-i", "0.05", "-o", str(rec), "--", sys.executable, "-c", ADVANCE, *args)
+    args = [
+        f"{d['intel-rapl:0']}=120",
+        f"{d['intel-rapl:1']}=80",
+        f"{d['intel-rapl:0:1']}=30",
+        f"{d['intel-rapl:1:1']}=20",
+    ]
+    r = cw(
+        "-q",
+        "--sysfs",
+        str(sysfs),
+        "--scope",
+        "machine",
+        "--region",
+        "FR",
+        "--pue",
+        "1.2",
+        "-i",
+        "0.05",
+        "-o",
+        str(rec),
+        "--",
+        sys.executable,
+        "-c",
+        ADVANCE,
+        *args,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(rec.read_text())
     assert fp.energy_uj("intel-rapl:0") < 100_000_000  # package-1 wrapped during the run
@@ -107,8 +133,12 @@ def test_measured_energy_end_to_end_on_a_fake_server(cw, tmp_path: Path) -> None
     assert out["energy_j"]["total"] == pytest.approx(250.0, abs=1e-4)
     assert out["co2e_g"] == pytest.approx(250.0 * 1.2 / 3.6e6 * 44.18, rel=1e-6)
     methods = {(s["domain"], s["name"], s["method"]) for s in out["sensors"]}
-    assert methods == {("cpu", "package-0", "measured"), ("cpu", "package-1", "measured"),
-                       ("dram", "package-0/dram", "measured"), ("dram", "package-1/dram", "measured")}
+    assert methods == {
+        ("cpu", "package-0", "measured"),
+        ("cpu", "package-1", "measured"),
+        ("dram", "package-0/dram", "measured"),
+        ("dram", "package-1/dram", "measured"),
+    }
     assert out["warnings"] == []
 
 
@@ -116,8 +146,20 @@ def test_tree_scope_charges_a_share_and_keeps_machine_energy(cw, tmp_path: Path)
     sysfs = tmp_path / "sys"
     fp = fakes.amd_epyc(sysfs)
     rec = tmp_path / "r.json"
-    r = cw("-q", "--sysfs", str(sysfs), "-i", "0.05", "-o", str(rec), "--", sys.executable, "-c", ADVANCE,
-           f"{fp._dir('intel-rapl:0')}=100")  # 100 W
+    r = cw(
+        "-q",
+        "--sysfs",
+        str(sysfs),
+        "-i",
+        "0.05",
+        "-o",
+        str(rec),
+        "--",
+        sys.executable,
+        "-c",
+        ADVANCE,
+        f"{fp._dir('intel-rapl:0')}=100",
+    )  # 100 W
     assert r.returncode == 0, r.stderr
     out = json.loads(rec.read_text())
     assert out["machine_energy_j"]["cpu"] == pytest.approx(100.0, abs=1e-4)

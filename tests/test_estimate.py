@@ -66,7 +66,9 @@ def test_power_formula_and_labels(tmp_path: Path) -> None:
     assert "Cascade Lake" in s.info[0].detail and "Xeon" in s.info[0].detail
     readings = {r.domain: r for r in s.read()}
     vm = psutil.virtual_memory()
-    assert readings["dram"].power_w == pytest.approx((vm.total - vm.available) / 1e9 * DRAM_W_PER_GB, rel=0.05)
+    assert readings["dram"].power_w == pytest.approx(
+        (vm.total - vm.available) / 1e9 * DRAM_W_PER_GB, rel=0.05
+    )
 
 
 def test_cpu_watts_override_end_to_end(cw, tmp_path: Path) -> None:
@@ -77,7 +79,7 @@ def test_cpu_watts_override_end_to_end(cw, tmp_path: Path) -> None:
     d = json.loads(rec.read_text())
     expected = psutil.cpu_count() * 1.5 * d["duration_s"]
     assert d["machine_energy_j"]["cpu"] == pytest.approx(expected, rel=0.01)
-    cpu = [s for s in d["sensors"] if s["domain"] == "cpu"][0]
+    cpu = next(s for s in d["sensors"] if s["domain"] == "cpu")
     assert cpu["method"] == "estimated" and "--cpu-watts 1.5:1.5" in cpu["detail"]
 
 

@@ -21,8 +21,16 @@ def test_packaged_tables_are_what_the_script_generates(tmp_path: Path) -> None:
     if not SHARED.is_dir():
         pytest.skip("shared/data is not beside this checkout")
     subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_tables.py"), "--source", str(SHARED), "--target",
-         str(tmp_path)], check=True, capture_output=True,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build_tables.py"),
+            "--source",
+            str(SHARED),
+            "--target",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
     )
     for name in ("regions.json", "cpu_power.json"):
         assert (tmp_path / name).read_text() == (ROOT / "carbonwrap" / "data" / name).read_text(), name
@@ -37,12 +45,21 @@ def test_every_row_keeps_year_and_source() -> None:
 @pytest.mark.parametrize(
     ("query", "code", "g"),
     [
-        ("FR", "FR", 44.18), ("fr", "FR", 44.18), ("FRA", "FR", 44.18), ("fra", "FR", 44.18),
-        ("France", "FR", 44.18), ("US-CA", "US-CA", 207.5), ("ca-qc", "CA-QC", 1.5),
-        ("US-eGRID-CAMX", "US-eGRID-CAMX", 195.0), ("us-egrid-camx", "US-eGRID-CAMX", 195.0),
-        ("aws:eu-west-3", "aws:eu-west-3", 44.18), ("AWS:US-EAST-1", "aws:us-east-1", 270.5),
-        ("gcp:europe-west1", "gcp:europe-west1", None), ("azure:francecentral", "azure:francecentral", 44.18),
-        ("WLD", "WLD", 472.94), ("EU", "EU", 213.02),
+        ("FR", "FR", 44.18),
+        ("fr", "FR", 44.18),
+        ("FRA", "FR", 44.18),
+        ("fra", "FR", 44.18),
+        ("France", "FR", 44.18),
+        ("US-CA", "US-CA", 207.5),
+        ("ca-qc", "CA-QC", 1.5),
+        ("US-eGRID-CAMX", "US-eGRID-CAMX", 195.0),
+        ("us-egrid-camx", "US-eGRID-CAMX", 195.0),
+        ("aws:eu-west-3", "aws:eu-west-3", 44.18),
+        ("AWS:US-EAST-1", "aws:us-east-1", 270.5),
+        ("gcp:europe-west1", "gcp:europe-west1", None),
+        ("azure:francecentral", "azure:francecentral", 44.18),
+        ("WLD", "WLD", 472.94),
+        ("EU", "EU", 213.02),
     ],
 )
 def test_lookup_forms(query: str, code: str, g: float | None) -> None:
@@ -55,7 +72,11 @@ def test_lookup_forms(query: str, code: str, g: float | None) -> None:
 def test_a_typo_lists_close_matches() -> None:
     with pytest.raises(UsageError) as e:
         TABLE.lookup("FRX")
-    assert "unknown region 'FRX'" in str(e.value) and "FR" in str(e.value) and "carbonwrap regions" in str(e.value)
+    assert (
+        "unknown region 'FRX'" in str(e.value)
+        and "FR" in str(e.value)
+        and "carbonwrap regions" in str(e.value)
+    )
     with pytest.raises(UsageError) as e:
         TABLE.lookup("aws:eu-west-9")
     assert "aws:eu-west-" in str(e.value)
@@ -90,8 +111,12 @@ def _resolve(tmp_path: Path, **kw: object) -> intensity.Intensity:
     etc.mkdir(exist_ok=True)
     args: dict = {"intensity": None, "region": None, "region_from_env": False, "env": {}}
     args.update(kw)
-    return intensity.resolve(TABLE, etc=etc, zoneinfo=_zoneinfo(tmp_path) if not (tmp_path / "zoneinfo").exists()
-                             else tmp_path / "zoneinfo", **args)
+    return intensity.resolve(
+        TABLE,
+        etc=etc,
+        zoneinfo=_zoneinfo(tmp_path) if not (tmp_path / "zoneinfo").exists() else tmp_path / "zoneinfo",
+        **args,
+    )
 
 
 def test_resolution_order(tmp_path: Path) -> None:

@@ -62,7 +62,11 @@ def test_ctrl_c_in_a_terminal_interrupts_the_command_exactly_once(tmp_path: Path
 
     p = subprocess.Popen(
         [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
-        stdin=slave, stdout=slave, stderr=slave, env=clean_env(), start_new_session=True,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=clean_env(),
+        start_new_session=True,
         preexec_fn=take_terminal,
     )
     os.close(slave)
@@ -86,7 +90,9 @@ def test_a_signal_sent_to_carbonwrap_alone_is_forwarded_once(tmp_path: Path, sig
     rec = tmp_path / "r.json"
     p = subprocess.Popen(
         [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
     )
     assert p.stdout is not None
     assert p.stdout.readline() == b"READY\n"
@@ -102,7 +108,9 @@ def test_sigterm_that_kills_the_command_still_gives_summary_and_record(tmp_path:
     rec = tmp_path / "r.csv"
     p = subprocess.Popen(
         [*CW, "-o", str(rec), "--", PY, "-c", "print('READY', flush=True); import time; time.sleep(30)"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
     )
     assert p.stdout is not None and p.stdout.readline() == b"READY\n"
     p.send_signal(signal.SIGTERM)

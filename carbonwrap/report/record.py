@@ -22,15 +22,15 @@ def to_record(r: RunReport) -> dict[str, Any]:
         "host": r.host,
         "started_at": r.started_at,
         "ended_at": r.ended_at,
-        "duration_s": round(r.duration_s, 6),
+        "duration_s": r.duration_s,
         "exit_code": r.exit_code,
         "signal": r.signal,
-        "cpu_time_s": round(r.cpu_time_s, 6),
+        "cpu_time_s": r.cpu_time_s,
         "scope": r.scope,
         "pue": r.pue,
-        "energy_j": {k: _round(r.energy_j.get(k)) for k in _ENERGY_KEYS},
-        "machine_energy_j": {k: _round(r.machine_energy_j.get(k)) for k in _ENERGY_KEYS},
-        "co2e_g": round(r.co2e_g, 9),
+        "energy_j": {k: r.energy_j.get(k) for k in _ENERGY_KEYS},
+        "machine_energy_j": {k: r.machine_energy_j.get(k) for k in _ENERGY_KEYS},
+        "co2e_g": r.co2e_g,
         "intensity": {
             "region": it.region,
             "name": it.name,
@@ -44,12 +44,8 @@ def to_record(r: RunReport) -> dict[str, Any]:
         "gpus": [dict(g) for g in r.gpus],
         "warnings": list(r.warnings),
         "tags": dict(r.tags),
-        "baseline_w": {k: round(v, 6) for k, v in r.baseline_w.items()},
+        "baseline_w": dict(r.baseline_w),
     }
-
-
-def _round(v: float | None) -> float | None:
-    return None if v is None else round(v, 6)
 
 
 CSV_COLUMNS = (
