@@ -73,7 +73,8 @@ def test_ctrl_c_in_a_terminal_interrupts_the_command_exactly_once(tmp_path: Path
     try:
         assert b"READY" in _read_until(master, b"READY")
         os.write(master, b"\x03")  # the line discipline sends SIGINT to the foreground process group
-        out = _read_until(master, b"GOT")
+        out = _read_until(master, b"GOT [")
+        out += _read_until(master, b"]")
         assert p.wait(timeout=20) == 1, out
         assert b"GOT ['SIGINT']" in out
     finally:
