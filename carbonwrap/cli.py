@@ -51,7 +51,7 @@ def _tags(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) ->
 
 
 def _outputs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    from carbonwrap.report.sinks import check_suffix
+    from carbonwrap.report import check_suffix
 
     for v in value:
         try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -135,7 +134,7 @@ def _report(
         label=options.label,
         command=options.command,
         cwd=_cwd(),
-        host=socket.gethostname(),
+        host=os.uname().nodename,
         started_at=_utc(started),
         ended_at=_utc(ended),
         duration_s=duration,

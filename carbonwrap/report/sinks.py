@@ -16,17 +16,9 @@ from typing import Any
 
 from carbonwrap.report.record import CSV_COLUMNS, to_row
 
-SUFFIXES = (".json", ".jsonl", ".csv", ".prom")
-
 
 class SinkError(Exception):
     """A record could not be written; the message names the path and the reason."""
-
-
-def check_suffix(path: str) -> None:
-    """Raise ValueError for a path whose format carbonwrap cannot tell from its suffix."""
-    if Path(path).suffix.lower() not in SUFFIXES:
-        raise ValueError(f"cannot tell the format of '{path}': end it in {', '.join(SUFFIXES)}")
 
 
 def write(path: str, rec: dict[str, Any]) -> None:
