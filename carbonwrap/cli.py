@@ -256,14 +256,17 @@ def _wrap(params: dict[str, Any], command: list[str]) -> int:
 
 
 def _subcommand(name: str, rest: list[str], params: dict[str, Any]) -> NoReturn:
-    if name == "regions":
+    commands = {"regions": regions, "doctor": doctor}
+    if name in commands:
         try:
-            regions.main(rest, prog_name="carbonwrap regions", standalone_mode=False)
+            rv = commands[name].main(rest, prog_name=f"carbonwrap {name}", standalone_mode=False, obj=params)
         except click.ClickException as e:
             _fail(_click_message(e), e.exit_code)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
-        sys.exit(0)
+        except UsageError as e:
+            _fail(str(e))
+        sys.exit(rv if isinstance(rv, int) else 0)
     _fail(
         f"'carbonwrap {name}' is not available in this version yet; "
         f"to wrap a program called {name}, write 'carbonwrap -- {name}'"
@@ -287,6 +290,35 @@ def regions(query: str | None) -> None:
     click.echo(f"{'code':<{width}}  {'g/kWh':>8}  year  name  [source]")
     for r in rows:
         click.echo(f"{r.code:<{width}}  {r.g_per_kwh:>8g}  {r.year}  {r.name}  [{r.source}]")
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON.")
+@click.option("--sysfs", metavar="PATH", help="Root of sysfs [default: /sys, or the option before 'doctor'].")
+@click.option("-r", "--region", metavar="CODE", help="Grid region to check.")
+@click.pass_context
+def doctor(ctx: click.Context, /, as_json: bool, sysfs: str | None, region: str | None) -> int:
+    """Say which sensor each domain would use here and why, with the exact fix for what can't be measured.
+
+    Exits 0 when every present domain is measured, 1 when any is estimated or unreadable.
+    """
+    import json
+    from pathlib import Path
+
+    from carbonwrap import doctor as diagnosis
+
+    wrap_params: dict[str, Any] = ctx.obj or {}
+    if region is not None:
+        wrap_params = {**wrap_params, "region": region, "region_from_env": False}
+    options = _options(wrap_params, ["doctor"])
+    findings = diagnosis.diagnose(
+        sysfs=Path(sysfs or options.sysfs), intensity=options.intensity, cpu_watts=options.cpu_watts
+    )
+    if as_json:
+        click.echo(json.dumps(diagnosis.as_json(findings), indent=2))
+    else:
+        click.echo(diagnosis.as_text(findings), nl=False)
+    return diagnosis.exit_status(findings)
 
 
 if __name__ == "__main__":

@@ -69,11 +69,16 @@ def startup(reps: int) -> list[Row]:
         a.append(wall([*cw, "-q", "--", "true"]))
         b.append(wall([PY, "-c", "pass"]))
     ma, mb = statistics.median(a), statistics.median(b)
-    return [{
-        "section": "startup", "figure": "wall time of `carbonwrap -q -- true` vs `python3 -c pass`",
-        "value": f"{ma * 1e3:.1f} ms vs {mb * 1e3:.1f} ms: +{(ma - mb) * 1e3:.1f} ms ({ma / mb:.2f}x)",
-        "target": "at most +100 ms", "ok": ma - mb <= 0.100, "raw": {"carbonwrap_s": a, "python_s": b},
-    }]
+    return [
+        {
+            "section": "startup",
+            "figure": "wall time of `carbonwrap -q -- true` vs `python3 -c pass`",
+            "value": f"{ma * 1e3:.1f} ms vs {mb * 1e3:.1f} ms: +{(ma - mb) * 1e3:.1f} ms ({ma / mb:.2f}x)",
+            "target": "at most +100 ms",
+            "ok": ma - mb <= 0.100,
+            "raw": {"carbonwrap_s": a, "python_s": b},
+        }
+    ]
 
 
 PROBE_C = r"""
@@ -109,12 +114,16 @@ def latency(reps: int) -> list[Row]:
             via.append(_first_instruction([*cw, "-q", "--", *probe]))
             direct.append(_first_instruction(probe))
     mv, md = statistics.median(via), statistics.median(direct)
-    return [{
-        "section": "latency",
-        "figure": f"exec of carbonwrap to the child's first instruction ({what})",
-        "value": f"{mv * 1e3:.1f} ms (direct launch of the probe {md * 1e3:.1f} ms)",
-        "target": "60 ms or less", "ok": mv <= 0.060, "raw": {"via_s": via, "direct_s": direct},
-    }]
+    return [
+        {
+            "section": "latency",
+            "figure": f"exec of carbonwrap to the child's first instruction ({what})",
+            "value": f"{mv * 1e3:.1f} ms (direct launch of the probe {md * 1e3:.1f} ms)",
+            "target": "60 ms or less",
+            "ok": mv <= 0.060,
+            "raw": {"via_s": via, "direct_s": direct},
+        }
+    ]
 
 
 def _own_cpu(args: list[str], command: list[str], seconds: float) -> tuple[float, float]:
@@ -148,11 +157,15 @@ def overhead(long: float) -> list[Row]:
     ]
     for name, args, cmd, target in cases:
         v = _steady(args, cmd, 2.0, 2.0 + long)
-        rows.append({
-            "section": "overhead", "figure": f"carbonwrap's own CPU per wall second, {name}",
-            "value": f"{v * 100:.3f} % of one core",
-            "target": f"{target * 100:g} % or less" if target else "", "ok": None if target is None else v <= target,
-        })
+        rows.append(
+            {
+                "section": "overhead",
+                "figure": f"carbonwrap's own CPU per wall second, {name}",
+                "value": f"{v * 100:.3f} % of one core",
+                "target": f"{target * 100:g} % or less" if target else "",
+                "ok": None if target is None else v <= target,
+            }
+        )
     others = [subprocess.Popen(["sleep", str(long + 30)]) for _ in range(2000)]
     try:
         v = _steady([], single, 2.0, 2.0 + long)
@@ -161,11 +174,16 @@ def overhead(long: float) -> list[Row]:
             p.kill()
         for p in others:
             p.wait()
-    rows.append({
-        "section": "overhead",
-        "figure": "carbonwrap's own CPU per wall second, 1 process, 2,000 unrelated processes, interval 1 s",
-        "value": f"{v * 100:.3f} % of one core", "target": "", "ok": None,
-    })
+    rows.append(
+        {
+            "section": "overhead",
+            "figure": "carbonwrap's own CPU per wall second, 1 process, 2,000 unrelated processes, "
+            "interval 1 s",
+            "value": f"{v * 100:.3f} % of one core",
+            "target": "",
+            "ok": None,
+        }
+    )
     return rows
 
 
@@ -199,16 +217,30 @@ import os, signal
 os.kill(child.pid, signal.SIGKILL)
 print(a, b)
 """
-    out = subprocess.run([PY, "-c", code, str(ticks_small), str(ticks_large)], env=env(), check=True,
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        [PY, "-c", code, str(ticks_small), str(ticks_large)],
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     a, b = int(out[0]), int(out[1])
     growth = (b - a) / a
     return [
-        {"section": "memory", "figure": "peak RSS of `carbonwrap -q -- sleep 1`",
-         "value": f"{peak / 1e6:.1f} MB", "target": "60 MB or less", "ok": peak <= 60e6},
-        {"section": "memory", "figure": f"RSS after {ticks_large:,} ticks vs after {ticks_small:,}",
-         "value": f"{b / 1e6:.1f} MB vs {a / 1e6:.1f} MB ({growth:+.2%})", "target": "no growth beyond 5 %",
-         "ok": growth <= 0.05},
+        {
+            "section": "memory",
+            "figure": "peak RSS of `carbonwrap -q -- sleep 1`",
+            "value": f"{peak / 1e6:.1f} MB",
+            "target": "60 MB or less",
+            "ok": peak <= 60e6,
+        },
+        {
+            "section": "memory",
+            "figure": f"RSS after {ticks_large:,} ticks vs after {ticks_small:,}",
+            "value": f"{b / 1e6:.1f} MB vs {a / 1e6:.1f} MB ({growth:+.2%})",
+            "target": "no growth beyond 5 %",
+            "ok": growth <= 0.05,
+        },
     ]
 
 
@@ -238,46 +270,98 @@ def accuracy() -> list[Row]:
         for i, layout in enumerate((fakes.intel_server, fakes.amd_epyc)):
             sysfs = Path(d) / f"sys{i}"
             fp = layout(sysfs)
-            zones = [z for z in ("intel-rapl:0", "intel-rapl:1", "intel-rapl:0:1", "intel-rapl:1:1")
-                     if (fp.cls / z).exists()]
+            zones = [
+                z
+                for z in ("intel-rapl:0", "intel-rapl:1", "intel-rapl:0:1", "intel-rapl:1:1")
+                if (fp.cls / z).exists()
+            ]
             for z in zones:  # every zone starts 60 J below its wrap, so each one wraps mid-run
                 fp.write_raw(z, f"{fp.ranges[z] - 60_000_000}\n")
             truth = 150.0 * len(zones)
             rec = Path(d) / f"r{i}.json"
             subprocess.run(
-                [*carbonwrap_cmd(), "-q", "--sysfs", str(sysfs), "--scope", "machine", "-i", "0.05", "-o",
-                 str(rec), "--", PY, "-c", ADVANCE, *(f"{fp._dir(z)}=150" for z in zones)],
-                env=env(), check=True,
+                [
+                    *carbonwrap_cmd(),
+                    "-q",
+                    "--sysfs",
+                    str(sysfs),
+                    "--scope",
+                    "machine",
+                    "-i",
+                    "0.05",
+                    "-o",
+                    str(rec),
+                    "--",
+                    PY,
+                    "-c",
+                    ADVANCE,
+                    *(f"{fp._dir(z)}=150" for z in zones),
+                ],
+                env=env(),
+                check=True,
             )
             got = json.loads(rec.read_text())["machine_energy_j"]["total"]
             errors.append(abs(got - truth) / truth)
-    rows.append({"section": "accuracy", "figure": "energy vs the fake counters' truth, every zone wrapping",
-                 "value": f"max error {max(errors):.2e}", "target": "under 0.1 %", "ok": max(errors) < 1e-3})
+    rows.append(
+        {
+            "section": "accuracy",
+            "figure": "energy vs the fake counters' truth, every zone wrapping",
+            "value": f"max error {max(errors):.2e}",
+            "target": "under 0.1 %",
+            "ok": max(errors) < 1e-3,
+        }
+    )
     gnu_time = shutil.which("time") and "/usr/bin/time"
     if gnu_time and Path(gnu_time).exists():
         burn = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end: pass\n"
         cases = {
-            "four parallel busy children": ["sh", "-c", "\n".join(
-                f"{PY} -c '{burn.format(s=0.6)}' &" for _ in range(4)) + "\nwait"],
-            "300 short-lived children": ["sh", "-c", "i=0; while [ $i -lt 300 ]; do awk "
-                                         "'BEGIN{for(k=0;k<200000;k++)s+=k}'; i=$((i+1)); done"],
+            "four parallel busy children": [
+                "sh",
+                "-c",
+                "\n".join(f"{PY} -c '{burn.format(s=0.6)}' &" for _ in range(4)) + "\nwait",
+            ],
+            "300 short-lived children": [
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 300 ]; do awk 'BEGIN{for(k=0;k<200000;k++)s+=k}'; i=$((i+1)); done",
+            ],
             "orphaned grandchild burning 1 s": ["sh", "-c", f"({PY} -c '{burn.format(s=1.0)}' &); sleep 2"],
         }
         with tempfile.TemporaryDirectory() as d:
             for name, cmd in cases.items():
                 rec, tf = Path(d) / "r.json", Path(d) / "t.txt"
-                subprocess.run([*carbonwrap_cmd(), "-q", "-i", "0.2", "-o", str(rec), "--", gnu_time, "-o",
-                                str(tf), "-f", "%U %S", *cmd], env=env(), check=True)
+                subprocess.run(
+                    [
+                        *carbonwrap_cmd(),
+                        "-q",
+                        "-i",
+                        "0.2",
+                        "-o",
+                        str(rec),
+                        "--",
+                        gnu_time,
+                        "-o",
+                        str(tf),
+                        "-f",
+                        "%U %S",
+                        *cmd,
+                    ],
+                    env=env(),
+                    check=True,
+                )
                 ours = json.loads(rec.read_text())["cpu_time_s"]
                 theirs = sum(float(x) for x in tf.read_text().split()[-2:])
                 diff = (ours - theirs) / theirs if theirs else float("inf")
                 orphan = "orphan" in name
-                rows.append({
-                    "section": "accuracy", "figure": f"tree CPU time vs /usr/bin/time, {name}",
-                    "value": f"{ours:.3f} s vs {theirs:.3f} s" + ("" if orphan else f" ({diff:+.2%})"),
-                    "target": "counts the 1 s /usr/bin/time misses" if orphan else "under 2 %",
-                    "ok": (ours - theirs > 0.9) if orphan else abs(diff) < 0.02,
-                })
+                rows.append(
+                    {
+                        "section": "accuracy",
+                        "figure": f"tree CPU time vs /usr/bin/time, {name}",
+                        "value": f"{ours:.3f} s vs {theirs:.3f} s" + ("" if orphan else f" ({diff:+.2%})"),
+                        "target": "counts the 1 s /usr/bin/time misses" if orphan else "under 2 %",
+                        "ok": (ours - theirs > 0.9) if orphan else abs(diff) < 0.02,
+                    }
+                )
     return rows
 
 
@@ -291,13 +375,19 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{platform.system()} {platform.release()}, {os.cpu_count()} threads ({model}), {mem:.0f} GiB, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} threads ({model}), {mem:.0f} GiB, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def markdown(rows: list[Row], when: str, where: str) -> str:
-    out = [f"Measured {when} on {where}.", "", "| section | figure | value | target | met |",
-           "|---|---|---|---|---|"]
+    out = [
+        f"Measured {when} on {where}.",
+        "",
+        "| section | figure | value | target | met |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         met = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
         out.append(f"| {r['section']} | {r['figure']} | {r['value']} | {r['target']} | {met} |")

@@ -89,9 +89,11 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         region = f"{where}: {it['g_per_kwh']:g} g/kWh ({it['source']}{year}) [{how}]"
     out.append(("region", region))
     out.append(("CO2e", f"{format_mass(rec['co2e_g'])}, {equivalent(rec['co2e_g'])}"))
-    for s in rec["sensors"]:
-        if s["method"] == "estimated":
-            out.append(("estimated", f"{s['domain']}: {s['detail']}"))
+    estimated = [s for s in rec["sensors"] if s["method"] == "estimated"]
+    for s in estimated:
+        out.append(("estimated", f"{s['domain']}: {s['detail']}"))
+    if estimated:
+        out.append(("estimated", "run 'carbonwrap doctor' to see why and what would measure it instead"))
     for w in rec["warnings"]:
         out.append(("warning", w))
     return out
