@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from carbonwrap import session
+from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError
-from carbonwrap.model import RunOptions, RunReport
+from carbonwrap.meter import Meter
+from carbonwrap.model import DOMAINS, RunOptions, RunReport, Sample, co2e_g
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_sensors
+
+EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded
 
 
 def run(options: RunOptions) -> int:
@@ -22,6 +28,12 @@ def run(options: RunOptions) -> int:
             "yet: GPU energy is not in the totals"
         )
     child = Child(options.command)
+    budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
+    gateway = None
+    if options.pushgateway:
+        from carbonwrap.report.push import Pushgateway
+
+        gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
     try:
         idle_w = None
         if options.baseline_s > 0:
@@ -29,24 +41,77 @@ def run(options: RunOptions) -> int:
                 idle_w = session.measure_idle(sensors, child, options.baseline_s)
             except KeyboardInterrupt:
                 raise CarbonwrapError("interrupted during --baseline; nothing was launched") from None
-        report = session.run(options, sensors, child, idle_w=idle_w, warnings=warnings)
+        report = session.run(
+            options,
+            sensors,
+            child,
+            idle_w=idle_w,
+            warnings=warnings,
+            budget=budget if budget.active else None,
+            notify=_notify,
+            on_sample=_periodic_push(options, gateway) if gateway else None,
+        )
     finally:
         for s in sensors:
             s.close()
-    return present(options, report)
+    return present(options, report, gateway)
 
 
-def present(options: RunOptions, report: RunReport) -> int:
-    """Summary on stderr, then every record; a record that can't be written goes to stderr as JSON."""
+def _notify(message: str) -> None:
+    sys.stderr.write(f"carbonwrap: {message}\n")
+    sys.stderr.flush()
+
+
+def _periodic_push(options: RunOptions, gateway: Any) -> Any:
+    """An on_sample callback that pushes the totals so far every --push-interval seconds, off the loop."""
+    from carbonwrap.report.sinks import prometheus_text
+
+    last = [0.0]
+
+    def on_sample(sample: Sample, meter: Meter) -> None:
+        if sample.t_s - last[0] < options.push_interval_s:
+            return
+        last[0] = sample.t_s
+        gateway.push_in_background(prometheus_text(partial_record(options, meter, sample)))
+
+    return on_sample
+
+
+def partial_record(options: RunOptions, meter: Meter, sample: Sample) -> dict[str, Any]:
+    """What the Prometheus families need, for a run still going: totals so far, no exit status yet."""
+    energy: dict[str, float | None] = {d: meter.charged_j.get(d) for d in DOMAINS}
+    machine: dict[str, float | None] = {d: meter.machine_j.get(d) for d in DOMAINS}
+    energy["total"] = sum(v for v in energy.values() if v is not None)
+    machine["total"] = sum(v for v in machine.values() if v is not None)
+    return {
+        "label": options.label,
+        "tags": dict(options.tags),
+        "scope": options.scope,
+        "energy_j": energy,
+        "machine_energy_j": machine,
+        "co2e_g": co2e_g(energy["total"] or 0.0, options.pue, options.intensity.g_per_kwh),
+        "duration_s": sample.t_s,
+        "cpu_time_s": sample.tree_cpu_s,
+        "exit_code": None,
+    }
+
+
+def present(options: RunOptions, report: RunReport, gateway: Any = None) -> int:
+    """Summary on stderr, then every record; a record that can't be written goes to stderr as JSON.
+
+    The Pushgateway comes last, so that a slow or broken gateway can never cost a local record.
+    """
     from carbonwrap.report import record, sinks
 
     status = report.exit_code
+    if report.budget.get("exceeded") and options.on_budget == "fail" and status == 0:
+        status = EXIT_BUDGET
     rec = record.to_record(report)
     if not options.quiet:
         try:
             from carbonwrap.report import summary
 
-            if sys.stderr.isatty() and not _no_color():
+            if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
                 summary.render_rich(rec, sys.stderr)
             else:
                 summary.render_plain(rec, sys.stderr)
@@ -58,17 +123,23 @@ def present(options: RunOptions, report: RunReport) -> int:
             sinks.write(path, rec)
         except sinks.SinkError as e:
             failed.append(str(e))
+    step = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step and options.step_summary:
+        try:
+            from carbonwrap.report import github
+
+            github.append(step, rec)
+        except OSError as e:
+            sys.stderr.write(f"carbonwrap: cannot append to GITHUB_STEP_SUMMARY {step}: {e.strerror or e}\n")
     if failed:
         for msg in failed:
             sys.stderr.write(f"carbonwrap: {msg}; the record follows on stderr\n")
         sys.stderr.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        if status == 0:
+        if report.exit_code == 0:
             status = 1
+    if gateway is not None:
+        gateway.finish(sinks.prometheus_text(rec))
+        if gateway.warning:
+            sys.stderr.write(f"carbonwrap: {gateway.warning}\n")
     sys.stderr.flush()
     return status
-
-
-def _no_color() -> bool:
-    import os
-
-    return bool(os.environ.get("NO_COLOR"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -28,9 +29,7 @@ def _interval(ctx: click.Context, param: click.Parameter, value: float) -> float
 
 def _pue(ctx: click.Context, param: click.Parameter, value: float) -> float:
     if value < 1.0:
-        raise click.BadParameter(
-            f"must be 1.0 or more (a data centre uses at least the IT power), got {value:g}"
-        )
+        raise click.BadParameter(f"must be 1.0 or more (a data centre uses at least the IT power), got {value:g}")
     return value
 
 
@@ -61,6 +60,41 @@ def _outputs(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
     return value
 
 
+def _mass(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from carbonwrap.budget import MASS_G, parse_amount
+
+    try:
+        return None if value is None else parse_amount(value, MASS_G, "--max-co2e")
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _energy(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from carbonwrap.budget import ENERGY_J, parse_amount
+
+    try:
+        return None if value is None else parse_amount(value, ENERGY_J, "--max-energy")
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _gateway(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from carbonwrap.report.push import check_url
+
+    try:
+        if value:
+            check_url(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value or None
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if value <= 0:
+        raise click.BadParameter(f"must be more than 0 seconds, got {value:g}")
+    return value
+
+
 def _cpu_watts(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -71,8 +105,7 @@ def _cpu_watts(ctx: click.Context, param: click.Parameter, value: str | None) ->
         pair = (-1.0, -1.0)
     if not sep or pair[0] < 0 or pair[1] < pair[0]:
         raise click.BadParameter(
-            f"needs IDLE:MAX watts per hardware thread with 0 <= IDLE <= MAX, got '{value}'; "
-            "e.g. --cpu-watts 0.5:2.5"
+            f"needs IDLE:MAX watts per hardware thread with 0 <= IDLE <= MAX, got '{value}'; e.g. --cpu-watts 0.5:2.5"
         )
     return pair
 
@@ -134,9 +167,7 @@ def _cpu_watts(ctx: click.Context, param: click.Parameter, value: str | None) ->
 )
 @click.option("--tag", multiple=True, metavar="KEY=VALUE", callback=_tags, help="Label stored in the record.")
 @click.option("--label", metavar="NAME", help="The run's name [default: the command's basename].")
-@click.option(
-    "--live/--no-live", default=None, help="Live dashboard on stderr [default: when stderr is a terminal]."
-)
+@click.option("--live/--no-live", default=None, help="Live dashboard on stderr [default: when stderr is a terminal].")
 @click.option("-q", "--quiet", is_flag=True, help="No dashboard and no summary; records are still written.")
 @click.option(
     "--sysfs",
@@ -151,6 +182,35 @@ def _cpu_watts(ctx: click.Context, param: click.Parameter, value: str | None) ->
     metavar="IDLE:MAX",
     callback=_cpu_watts,
     help="Per-thread watts for the CPU estimate, overriding the model.",
+)
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    callback=_gateway,
+    help="Push metrics to this Prometheus Pushgateway at the end (and every --push-interval).",
+)
+@click.option(
+    "--push-interval",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    callback=_positive,
+    help="Seconds between pushes during the run.",
+)
+@click.option(
+    "--step-summary/--no-step-summary",
+    default=True,
+    help="Append a Markdown table to $GITHUB_STEP_SUMMARY when it is set [default: on].",
+)
+@click.option("--max-co2e", metavar="AMOUNT", callback=_mass, help="Carbon budget: 500mg, 20g, 1.5kg.")
+@click.option("--max-energy", metavar="AMOUNT", callback=_energy, help="Energy budget: 900J, 50Wh, 2kWh.")
+@click.option(
+    "--on-budget",
+    type=click.Choice(["warn", "fail", "kill"]),
+    default="warn",
+    show_default=True,
+    help="Past a budget: print a line; exit 3 if the command succeeded; or stop the command.",
 )
 @click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
 @click.version_option(__version__, "-V", "--version", prog_name="carbonwrap")
@@ -186,9 +246,7 @@ def _click_message(e: click.ClickException) -> str:
 def main(argv: list[str] | None = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        params = wrap.main(
-            args, prog_name="carbonwrap", standalone_mode=False, auto_envvar_prefix="CARBONWRAP"
-        )
+        params = wrap.main(args, prog_name="carbonwrap", standalone_mode=False, auto_envvar_prefix="CARBONWRAP")
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
@@ -199,9 +257,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(0)
     command = list(params["command"])
     if not command:
-        _fail(
-            "no command given; usage: carbonwrap [OPTIONS] [--] COMMAND [ARGS]... (see 'carbonwrap --help')"
-        )
+        _fail("no command given; usage: carbonwrap [OPTIONS] [--] COMMAND [ARGS]... (see 'carbonwrap --help')")
     start = len(args) - len(command)
     if command[0] in RESERVED and not (start > 0 and args[start - 1] == "--"):
         _subcommand(command[0], command[1:], params)
@@ -209,7 +265,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
 
 def _options(params: dict[str, Any], command: list[str]) -> RunOptions:
-    from carbonwrap import intensity
+    from carbonwrap import envtags, intensity
 
     it = intensity.resolve(
         intensity.Table.load(),
@@ -229,7 +285,7 @@ def _options(params: dict[str, Any], command: list[str]) -> RunOptions:
         scope=params["scope"],
         baseline_s=params["baseline"],
         outputs=tuple(params["output"]),
-        tags=params["tag"],
+        tags=tuple({**envtags.from_environment(os.environ), **dict(params["tag"])}.items()),
         label=params["label"] or os.path.basename(command[0]) or command[0],
         live=bool(live) and not params["quiet"],
         quiet=params["quiet"],
@@ -237,6 +293,12 @@ def _options(params: dict[str, Any], command: list[str]) -> RunOptions:
         gpu=params["gpu"],
         cpu_watts=params["cpu_watts"],
         debug=params["debug"],
+        pushgateway=params["pushgateway"],
+        push_interval_s=params["push_interval"],
+        step_summary=params["step_summary"],
+        max_co2e_g=params["max_co2e"],
+        max_energy_j=params["max_energy"],
+        on_budget=params["on_budget"],
     )
 
 
@@ -256,7 +318,7 @@ def _wrap(params: dict[str, Any], command: list[str]) -> int:
 
 
 def _subcommand(name: str, rest: list[str], params: dict[str, Any]) -> NoReturn:
-    commands = {"regions": regions, "doctor": doctor}
+    commands = {"regions": regions, "doctor": doctor, "report": report}
     if name in commands:
         try:
             rv = commands[name].main(rest, prog_name=f"carbonwrap {name}", standalone_mode=False, obj=params)
@@ -283,9 +345,7 @@ def regions(query: str | None) -> None:
     rows = table.search(query) if query else table.regions
     if not rows:
         hint = table.suggest(query or "")
-        raise click.ClickException(
-            f"no region matches '{query}'" + (f"; close: {', '.join(hint)}" if hint else "")
-        )
+        raise click.ClickException(f"no region matches '{query}'" + (f"; close: {', '.join(hint)}" if hint else ""))
     width = max(len(r.code) for r in rows)
     click.echo(f"{'code':<{width}}  {'g/kWh':>8}  year  name  [source]")
     for r in rows:
@@ -319,6 +379,35 @@ def doctor(ctx: click.Context, /, as_json: bool, sysfs: str | None, region: str 
     else:
         click.echo(diagnosis.as_text(findings), nl=False)
     return diagnosis.exit_status(findings)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--by", default="label", show_default=True, metavar="label|host|day|tag:KEY", help="Group runs by.")
+@click.option("--since", metavar="DATE", help="Only runs started at or after DATE (2026-11-01, or a full time).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv", "markdown"]), default="table", show_default=True
+)
+def report(files: tuple[str, ...], by: str, since: str | None, fmt: str) -> int:
+    """Total the records in FILE... (.jsonl, .csv or .json from -o) by group: runs, time, energy, CO2e."""
+    from datetime import datetime
+
+    from carbonwrap import aggregate
+
+    if not (by in ("label", "host", "day") or (by.startswith("tag:") and len(by) > 4)):
+        raise click.BadParameter(f"cannot group by '{by}': use label, host, day or tag:KEY", param_hint="--by")
+    if since is not None:
+        try:
+            since = datetime.fromisoformat(since.replace("Z", "+00:00")).strftime("%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            raise click.BadParameter(f"'{since}' is not a date; e.g. 2026-11-01", param_hint="--since") from None
+    loaded = aggregate.load([Path(f) for f in files])
+    rows = aggregate.totals(loaded.runs, by, since)
+    click.echo(aggregate.render(rows, fmt, by), nl=False)
+    if loaded.malformed:
+        shown = "; ".join(loaded.malformed[:3]) + (" ..." if len(loaded.malformed) > 3 else "")
+        click.echo(f"carbonwrap report: skipped {len(loaded.malformed)} malformed line(s): {shown}", err=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -48,9 +48,7 @@ def in_container(root: Path = Path("/")) -> bool:
     return (root / ".dockerenv").exists() or (root / "run" / ".containerenv").exists()
 
 
-def _powercap(
-    sysfs: Path, reader: rapl.Reader, proc: Path, container: bool
-) -> tuple[list[Finding], dict[str, str]]:
+def _powercap(sysfs: Path, reader: rapl.Reader, proc: Path, container: bool) -> tuple[list[Finding], dict[str, str]]:
     zones, notes = rapl.discover(sysfs, reader)
     status: dict[str, str] = {}
     out: list[Finding] = []
@@ -77,9 +75,7 @@ def _powercap(
                 "docker run -v /sys:/host/sys:ro ... carbonwrap --sysfs /host/sys -- COMMAND",
             )
         out.append(
-            Finding(
-                "powercap", "info", f"no RAPL zones under {sysfs / 'class' / 'powercap'}", tuple(notes), fix
-            )
+            Finding("powercap", "info", f"no RAPL zones under {sysfs / 'class' / 'powercap'}", tuple(notes), fix)
         )
     return out, status
 
@@ -92,8 +88,7 @@ def _estimate(proc: Path, cpu_watts: tuple[float, float] | None, domains: list[s
     for d in domains:
         if d == "cpu":
             details: tuple[str, ...] = (
-                f"model row: {s.model.microarchitecture}, {s.idle_w:g}-{s.max_w:g} W per thread, "
-                f"{s.threads} threads",
+                f"model row: {s.model.microarchitecture}, {s.idle_w:g}-{s.max_w:g} W per thread, {s.threads} threads",
                 f"matched from /proc/cpuinfo: {s.model.matched}",
             )
         else:
@@ -166,9 +161,7 @@ def _virtual(proc: Path, container: bool) -> Finding:
     if container:
         signs.append("inside a container")
     if signs and any("hypervisor" in s or "steal" in s for s in signs):
-        return Finding(
-            "machine", "info", "virtual machine: RAPL is usually not exposed to guests", tuple(signs)
-        )
+        return Finding("machine", "info", "virtual machine: RAPL is usually not exposed to guests", tuple(signs))
     return Finding("machine", "info", "no sign of a hypervisor" if not signs else "container", tuple(signs))
 
 
@@ -212,9 +205,7 @@ def _import_pynvml() -> ModuleType:
 
 def exit_status(findings: list[Finding]) -> int:
     """0 when every present domain is measured; 1 when any is estimated or unreadable."""
-    bad = [
-        f for f in findings if f.topic in ("cpu", "dram", "gpu") and f.status in ("estimated", "unreadable")
-    ]
+    bad = [f for f in findings if f.topic in ("cpu", "dram", "gpu") and f.status in ("estimated", "unreadable")]
     return 1 if bad else 0
 
 

@@ -78,9 +78,7 @@ class Table:
     def search(self, query: str) -> list[Region]:
         q = query.strip().lower()
         return [
-            r
-            for r in self.regions
-            if q in r.code.lower() or q in r.name.lower() or (r.alias and q == r.alias.lower())
+            r for r in self.regions if q in r.code.lower() or q in r.name.lower() or (r.alias and q == r.alias.lower())
         ]
 
 

@@ -94,6 +94,12 @@ class RunOptions:
     gpu: bool | None = None
     cpu_watts: tuple[float, float] | None = None
     debug: bool = False
+    pushgateway: str | None = None
+    push_interval_s: float = 60.0
+    step_summary: bool = True
+    max_co2e_g: float | None = None
+    max_energy_j: float | None = None
+    on_budget: str = "warn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +128,7 @@ class RunReport:
     warnings: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)
     baseline_w: dict[str, float] = field(default_factory=dict)
+    budget: dict[str, object] = field(default_factory=dict)  # limits, policy and what happened
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:

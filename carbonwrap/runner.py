@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -189,6 +190,12 @@ class Child:
             self.forwarded.append(signal.Signals(sig).name)
         except ProcessLookupError:
             pass
+
+    def send(self, sig: int) -> None:
+        """Signal the command (a budget kill), unless it has already exited."""
+        if self.status is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def reap(self) -> None:
         """Collect every exited child (orphans reparented to us included), keeping the command's status."""

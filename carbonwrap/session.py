@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
+from carbonwrap.budget import Budget
 from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
 from carbonwrap.runner import Child
@@ -16,6 +19,9 @@ from carbonwrap.sensors import Sensor
 
 def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+KILL_GRACE_S = 10.0  # --on-budget kill: SIGTERM, then SIGKILL this long after
 
 
 def _cwd() -> str:
@@ -53,6 +59,8 @@ def run(
     *,
     idle_w: dict[str, float] | None = None,
     warnings: Sequence[str] = (),
+    budget: Budget | None = None,
+    notify: Callable[[str], None] | None = None,
     on_launch: Callable[[], None] | None = None,
     on_sample: Callable[[Sample, Meter], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -69,10 +77,35 @@ def run(
         on_launch()
     k = 1
     failure: str | None = None
-    while not child.wait(t0 + k * options.interval_s - clock()):
+    exceeded: str | None = None
+    kill_at: float | None = None
+
+    def check_budget(now: float) -> None:
+        nonlocal exceeded, kill_at
+        if budget is None or exceeded is not None:
+            return
+        total = sum(meter.charged_j.values())
+        exceeded = budget.exceeded(total, co2e_g(total, options.pue, options.intensity.g_per_kwh))
+        if exceeded is None:
+            return
+        if notify is not None:
+            notify(exceeded)
+        if budget.on_budget == "kill" and child.status is None:
+            child.send(signal.SIGTERM)
+            kill_at = now + KILL_GRACE_S
+            meter.warnings.append(f"{exceeded} at {now - t0:.1f} s: sent SIGTERM to the command (--on-budget kill)")
+
+    while True:
+        tick = t0 + k * options.interval_s
+        if child.wait((tick if kill_at is None else min(tick, kill_at)) - clock()):
+            break
         now = clock()
-        if now < t0 + k * options.interval_s:
-            continue  # woken by a signal before the tick
+        if kill_at is not None and now >= kill_at:
+            child.send(signal.SIGKILL)
+            meter.warnings.append(f"the command outlived SIGTERM by {KILL_GRACE_S:g} s: sent SIGKILL")
+            kill_at = None
+        if now < tick:
+            continue  # woken by a signal or the kill deadline before the tick
         k = int((now - t0) / options.interval_s) + 1  # a late tick skips ahead, it does not drift
         if failure is not None:
             continue  # measurement broke: keep waiting for the command, whose status must pass through
@@ -81,19 +114,25 @@ def run(
         except Exception as e:  # carbonwrap's failure must not cost the command
             failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
             continue
+        check_budget(now)
         if on_sample is not None:
             try:
                 on_sample(sample, meter)
             except Exception as e:
                 on_sample = None
-                meter.warnings.append(f"live view stopped: {e!r}")
+                meter.warnings.append(f"live output stopped: {e!r}")
     t_end = clock()
     final = meter.update(read_all(sensors), child.usage(), t_end - t0) if failure is None else None
     ended = wall()
+    check_budget(t_end)
     if failure is not None:
         meter.warnings.append(failure)
     cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - usage0.cpu_s
-    return _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
+    report = _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
+    if budget is None:
+        return report
+    limits = {"max_co2e_g": budget.max_co2e_g, "max_energy_j": budget.max_energy_j, "on_budget": budget.on_budget}
+    return replace(report, budget={**limits, "exceeded": exceeded})
 
 
 def _report(
@@ -117,8 +156,7 @@ def _report(
         names = ", ".join(f"{p.comm} (pid {p.pid})" for p in left[:10])
         more = f" and {len(left) - 10} more" if len(left) > 10 else ""
         notes.append(
-            f"{len(left)} descendant(s) still running when the command exited, measured until then: "
-            f"{names}{more}"
+            f"{len(left)} descendant(s) still running when the command exited, measured until then: {names}{more}"
         )
     if child.forwarded:
         notes.append(f"forwarded to the command: {', '.join(child.forwarded)}")

@@ -177,8 +177,7 @@ def overhead(long: float) -> list[Row]:
     rows.append(
         {
             "section": "overhead",
-            "figure": "carbonwrap's own CPU per wall second, 1 process, 2,000 unrelated processes, "
-            "interval 1 s",
+            "figure": "carbonwrap's own CPU per wall second, 1 process, 2,000 unrelated processes, interval 1 s",
             "value": f"{v * 100:.3f} % of one core",
             "target": "",
             "ok": None,
@@ -271,9 +270,7 @@ def accuracy() -> list[Row]:
             sysfs = Path(d) / f"sys{i}"
             fp = layout(sysfs)
             zones = [
-                z
-                for z in ("intel-rapl:0", "intel-rapl:1", "intel-rapl:0:1", "intel-rapl:1:1")
-                if (fp.cls / z).exists()
+                z for z in ("intel-rapl:0", "intel-rapl:1", "intel-rapl:0:1", "intel-rapl:1:1") if (fp.cls / z).exists()
             ]
             for z in zones:  # every zone starts 60 J below its wrap, so each one wraps mid-run
                 fp.write_raw(z, f"{fp.ranges[z] - 60_000_000}\n")

@@ -55,9 +55,7 @@ def test_bad_environment_variable_is_a_usage_error(cw, tmp_path: Path) -> None:
 
 def test_environment_variables_set_options_and_flags_win(cw, tmp_path: Path) -> None:
     out = tmp_path / "env.json"
-    r = cw(
-        "--", "true", env=clean_env(CARBONWRAP_OUTPUT=str(out), CARBONWRAP_QUIET="1", CARBONWRAP_PUE="1.5")
-    )
+    r = cw("--", "true", env=clean_env(CARBONWRAP_OUTPUT=str(out), CARBONWRAP_QUIET="1", CARBONWRAP_PUE="1.5"))
     assert r.returncode == 0 and r.stderr == b"" and out.exists()
     r = cw(
         "--pue",

@@ -76,18 +76,12 @@ def _fake_nvml(devices: list[dict]) -> ModuleType:
 def test_gpu_lines_with_a_driver(tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     (proc / "driver" / "nvidia").mkdir(parents=True)
-    (proc / "driver" / "nvidia" / "version").write_text(
-        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15\n"
-    )
+    (proc / "driver" / "nvidia" / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15\n")
     (proc / "cpuinfo").write_text("")
     (proc / "stat").write_text("cpu  1 0 1 100 0 0 0 0 0 0\n")
-    fake = _fake_nvml(
-        [{"name": "NVIDIA H100 80GB HBM3", "energy_mj": 5}, {"name": "Tesla P100", "energy_mj": None}]
-    )
+    fake = _fake_nvml([{"name": "NVIDIA H100 80GB HBM3", "energy_mj": 5}, {"name": "Tesla P100", "energy_mj": None}])
     fakes.empty(tmp_path / "sys")
-    f = doctor.diagnose(
-        sysfs=tmp_path / "sys", intensity=FR, proc=proc, load_nvml=lambda: fake, container=False
-    )
+    f = doctor.diagnose(sysfs=tmp_path / "sys", intensity=FR, proc=proc, load_nvml=lambda: fake, container=False)
     gpu = _by_topic(f)["gpu"]
     text = "\n".join(gpu.details)
     assert "550.54.15" in text

@@ -66,9 +66,7 @@ def test_power_formula_and_labels(tmp_path: Path) -> None:
     assert "Cascade Lake" in s.info[0].detail and "Xeon" in s.info[0].detail
     readings = {r.domain: r for r in s.read()}
     vm = psutil.virtual_memory()
-    assert readings["dram"].power_w == pytest.approx(
-        (vm.total - vm.available) / 1e9 * DRAM_W_PER_GB, rel=0.05
-    )
+    assert readings["dram"].power_w == pytest.approx((vm.total - vm.available) / 1e9 * DRAM_W_PER_GB, rel=0.05)
 
 
 def test_cpu_watts_override_end_to_end(cw, tmp_path: Path) -> None:

@@ -72,11 +72,7 @@ def test_lookup_forms(query: str, code: str, g: float | None) -> None:
 def test_a_typo_lists_close_matches() -> None:
     with pytest.raises(UsageError) as e:
         TABLE.lookup("FRX")
-    assert (
-        "unknown region 'FRX'" in str(e.value)
-        and "FR" in str(e.value)
-        and "carbonwrap regions" in str(e.value)
-    )
+    assert "unknown region 'FRX'" in str(e.value) and "FR" in str(e.value) and "carbonwrap regions" in str(e.value)
     with pytest.raises(UsageError) as e:
         TABLE.lookup("aws:eu-west-9")
     assert "aws:eu-west-" in str(e.value)

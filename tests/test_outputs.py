@@ -157,9 +157,7 @@ def test_prometheus_textfile_parses_with_the_reference_parser(cw, tmp_path: Path
         "carbonwrap_exit_code",
         "carbonwrap_last_run_timestamp_seconds",
     }
-    energy = {
-        (s.labels["domain"], s.labels["scope"]): s.value for s in families["carbonwrap_energy_joules"].samples
-    }
+    energy = {(s.labels["domain"], s.labels["scope"]): s.value for s in families["carbonwrap_energy_joules"].samples}
     assert {("cpu", "tree"), ("cpu", "machine"), ("total", "tree"), ("total", "machine")} <= set(energy)
     exit_sample = families["carbonwrap_exit_code"].samples[0]
     assert exit_sample.value == 4

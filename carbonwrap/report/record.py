@@ -45,6 +45,7 @@ def to_record(r: RunReport) -> dict[str, Any]:
         "warnings": list(r.warnings),
         "tags": dict(r.tags),
         "baseline_w": dict(r.baseline_w),
+        "budget": dict(r.budget) or None,
     }
 
 

@@ -136,10 +136,9 @@ def prometheus_text(rec: dict[str, Any]) -> str:
     family("carbonwrap_energy_joules", "Energy of the last run, before PUE.", energy)
     family("carbonwrap_co2e_grams", "CO2e of the last run in grams.", [({}, float(rec["co2e_g"]))])
     family("carbonwrap_duration_seconds", "Wall time of the last run.", [({}, float(rec["duration_s"]))])
-    family(
-        "carbonwrap_cpu_seconds", "CPU time of the command's process tree.", [({}, float(rec["cpu_time_s"]))]
-    )
-    family("carbonwrap_exit_code", "Exit status of the last run.", [({}, float(rec["exit_code"]))])
-    ended = datetime.fromisoformat(rec["ended_at"].replace("Z", "+00:00")).timestamp()
-    family("carbonwrap_last_run_timestamp_seconds", "When the last run ended (Unix time).", [({}, ended)])
+    family("carbonwrap_cpu_seconds", "CPU time of the command's process tree.", [({}, float(rec["cpu_time_s"]))])
+    if rec.get("exit_code") is not None:  # a run still going (a periodic push) has neither yet
+        family("carbonwrap_exit_code", "Exit status of the last run.", [({}, float(rec["exit_code"]))])
+        ended = datetime.fromisoformat(rec["ended_at"].replace("Z", "+00:00")).timestamp()
+        family("carbonwrap_last_run_timestamp_seconds", "When the last run ended (Unix time).", [({}, ended)])
     return "\n".join(lines) + "\n"

@@ -132,8 +132,7 @@ class EstimateSensor:
             "the tree is charged by its resident memory",
         }
         self.info = [
-            SensorInfo(d, "estimate", "estimated", details[d] + (f"; {why[d]}" if d in why else ""))
-            for d in domains
+            SensorInfo(d, "estimate", "estimated", details[d] + (f"; {why[d]}" if d in why else "")) for d in domains
         ]
         self._last = psutil.cpu_times()
 

@@ -1,0 +1,100 @@
+"""Pushing metrics to a Prometheus Pushgateway: at the end of the run, and periodically during it.
+
+A gateway that is down, slow or failing costs one warning and nothing else: the exit status and the local
+records never depend on it. Credentials in the URL become an Authorization header and are never printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+TIMEOUT_S = 5.0
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def redact(url: str) -> str:
+    """The URL without its user name and password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def _segment(name: str, value: str) -> str:
+    # The Pushgateway takes '/'-free values as path segments, and any value base64url-encoded after '@base64'.
+    if value and "/" not in value:
+        return f"{name}/{urllib.parse.quote(value, safe='')}"
+    return f"{name}@base64/{base64.urlsafe_b64encode(value.encode()).decode() or '='}"
+
+
+def check_url(url: str) -> None:
+    """Raise ValueError for a URL that cannot be a Pushgateway address."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--pushgateway needs an http(s) URL such as http://localhost:9091, got '{redact(url)}'")
+
+
+class Pushgateway:
+    """PUTs text exposition to /metrics/job/carbonwrap/instance/HOST/label/LABEL."""
+
+    def __init__(self, url: str, host: str, label: str, timeout_s: float = TIMEOUT_S) -> None:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.target = f"{base}/metrics/job/carbonwrap/{_segment('instance', host)}/{_segment('label', label)}"
+        self.shown = redact(url)
+        self.timeout_s = timeout_s
+        self.headers = {"Content-Type": CONTENT_TYPE}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self.headers["Authorization"] = f"Basic {token}"
+        self.warning: str | None = None
+        self.pushes = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def push(self, text: str) -> bool:
+        """One synchronous push; on failure the first reason is kept in `warning`."""
+        req = urllib.request.Request(self.target, data=text.encode(), method="PUT", headers=self.headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                resp.read()
+            with self._lock:
+                self.pushes += 1
+            return True
+        except urllib.error.HTTPError as e:
+            body = e.read(200).decode("utf-8", "replace").strip().replace("\n", " ")
+            self._fail(f"HTTP {e.code} {e.reason}" + (f": {body}" if body else ""))
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, "reason", e)
+            self._fail(f"{reason}" if str(reason) else type(e).__name__)
+        return False
+
+    def _fail(self, reason: str) -> None:
+        with self._lock:
+            if self.warning is None:
+                self.warning = f"Pushgateway {self.shown}: push failed ({reason}); the local records are complete"
+
+    def push_in_background(self, text: str) -> None:
+        """Push without blocking the sampling loop; skipped while the previous push is still running."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(target=self.push, args=(text,), daemon=True)
+        self._thread.start()
+
+    def finish(self, text: str) -> None:
+        """The final push, after any periodic one still under way."""
+        if self._thread is not None:
+            self._thread.join(self.timeout_s)
+        self.push(text)
