@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +29,27 @@ def run(options: RunOptions) -> int:
             "an NVIDIA GPU was asked for or its driver is present, but this version does not measure GPUs "
             "yet: GPU energy is not in the totals"
         )
-    child = Child(options.command)
+    panel = _panel(options, sensors)
+    child = Child(
+        options.command,
+        extra_signals=(signal.SIGWINCH,) if panel else (),
+        on_signal=(lambda _sig: panel.resize()) if panel else None,
+    )
     budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
+    callbacks: list[Callable[[Sample, Meter], None]] = []
     gateway = None
     if options.pushgateway:
         from carbonwrap.report.push import Pushgateway
 
         gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
+        callbacks.append(_periodic_push(options, gateway))
+    if panel is not None:
+        callbacks.append(_panel_update(options, panel))
+    elif options.progress_s and not options.quiet:
+        callbacks.append(_progress(options))
     try:
+        if panel is not None:
+            panel.start()  # before the launch: no output of the command can come before the reserved rows
         idle_w = None
         if options.baseline_s > 0:
             try:
@@ -49,12 +64,66 @@ def run(options: RunOptions) -> int:
             warnings=warnings,
             budget=budget if budget.active else None,
             notify=_notify,
-            on_sample=_periodic_push(options, gateway) if gateway else None,
+            on_sample=_all(callbacks) if callbacks else None,
         )
     finally:
+        if panel is not None:
+            panel.stop()  # on every path: the command's end, its death, our own failure
         for s in sensors:
             s.close()
     return present(options, report, gateway)
+
+
+def _all(callbacks: list[Callable[[Sample, Meter], None]]) -> Callable[[Sample, Meter], None]:
+    def each(sample: Sample, meter: Meter) -> None:
+        for c in callbacks:
+            c(sample, meter)
+
+    return each
+
+
+def _charged(options: RunOptions, meter: Meter) -> tuple[float, float]:
+    total = sum(meter.charged_j.values())
+    return total, co2e_g(total, options.pue, options.intensity.g_per_kwh)
+
+
+def _panel(options: RunOptions, sensors: list[Any]) -> Any:
+    """The live panel when stderr is a terminal and the command is not a known full-screen program."""
+    if not options.live or options.quiet:
+        return None
+    from carbonwrap.report import live
+
+    if live.full_screen(options.command):
+        return None
+    it = options.intensity
+    region = f"{it.region} {it.g_per_kwh:g} g/kWh" if it.how != "default" else f"no region set ({it.g_per_kwh:g} g/kWh)"
+    estimated = {i.domain for s in sensors for i in s.info if i.method == "estimated"}
+    return live.LivePanel(options.label, region, estimated, color=not os.environ.get("NO_COLOR"))
+
+
+def _panel_update(options: RunOptions, panel: Any) -> Callable[[Sample, Meter], None]:
+    def on_sample(sample: Sample, meter: Meter) -> None:
+        panel.update(sample.t_s, sample.power_w, *_charged(options, meter))
+
+    return on_sample
+
+
+def _progress(options: RunOptions) -> Callable[[Sample, Meter], None]:
+    """One plain line every --progress seconds, for logs."""
+    from carbonwrap.report.summary import format_energy, format_mass
+
+    last = [0.0]
+
+    def on_sample(sample: Sample, meter: Meter) -> None:
+        if sample.t_s - last[0] >= options.progress_s:  # type: ignore[operator]
+            last[0] = sample.t_s
+            energy, co2 = _charged(options, meter)
+            sys.stderr.write(
+                f"carbonwrap: {sample.t_s:.0f} s, {format_energy(energy)}, {format_mass(co2)} CO2e so far\n"
+            )
+            sys.stderr.flush()
+
+    return on_sample
 
 
 def _notify(message: str) -> None:

@@ -212,6 +212,13 @@ def _cpu_watts(ctx: click.Context, param: click.Parameter, value: str | None) ->
     show_default=True,
     help="Past a budget: print a line; exit 3 if the command succeeded; or stop the command.",
 )
+@click.option(
+    "--progress",
+    type=float,
+    metavar="S",
+    callback=_non_negative,
+    help="Without the live panel (logs, CI): print a progress line every S seconds.",
+)
 @click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
 @click.version_option(__version__, "-V", "--version", prog_name="carbonwrap")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -299,6 +306,7 @@ def _options(params: dict[str, Any], command: list[str]) -> RunOptions:
         max_co2e_g=params["max_co2e"],
         max_energy_j=params["max_energy"],
         on_budget=params["on_budget"],
+        progress_s=params["progress"] or None,
     )
 
 

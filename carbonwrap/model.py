@@ -100,6 +100,7 @@ class RunOptions:
     max_co2e_g: float | None = None
     max_energy_j: float | None = None
     on_budget: str = "warn"
+    progress_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@
   python scripts/bench.py --quick         # fewer repetitions and shorter runs
   python scripts/bench.py --only startup,latency
 
-Sections: startup, latency, overhead, memory, accuracy. Figures are medians of repeated runs.
+Sections: startup, latency, overhead, memory, accuracy, live. Figures are medians of repeated runs.
 """
 
 from __future__ import annotations
@@ -364,6 +364,39 @@ def accuracy() -> list[Row]:
     return rows
 
 
+def redraw(frames: int) -> list[Row]:
+    """CPU time of one live-panel redraw (120x40 terminal, written to /dev/null)."""
+    from carbonwrap.report.live import LivePanel
+
+    fd = os.open(os.devnull, os.O_WRONLY)
+    clock = [0.0]
+    panel = LivePanel(
+        "train",
+        "FR 44.18 g/kWh",
+        {"cpu", "dram"},
+        fd=fd,
+        size=lambda: os.terminal_size((120, 40)),
+        clock=lambda: clock[0],
+    )
+    panel.start()
+    t = time.process_time()
+    for k in range(frames):
+        clock[0] = k * 1.0
+        panel.update(k * 1.0, {"cpu": 12.5 + k % 7, "dram": 0.4}, k * 13.0, k * 0.002)
+    per = (time.process_time() - t) / frames
+    panel.stop()
+    os.close(fd)
+    return [
+        {
+            "section": "live",
+            "figure": "CPU time of one live-panel redraw (120x40)",
+            "value": f"{per * 1e6:.0f} µs ({per * 4 * 100:.3f} % of one core at the 4/s maximum)",
+            "target": "",
+            "ok": None,
+        }
+    ]
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -396,7 +429,7 @@ def markdown(rows: list[Row], when: str, where: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs")
-    p.add_argument("--only", default="startup,latency,overhead,memory,accuracy")
+    p.add_argument("--only", default="startup,latency,overhead,memory,accuracy,live")
     p.add_argument("--out", type=Path, default=ROOT / "bench-out", help="folder for bench.json")
     a = p.parse_args()
     reps = 7 if a.quick else 21
@@ -406,6 +439,7 @@ def main() -> None:
         "overhead": lambda: overhead(4.0 if a.quick else 20.0),
         "memory": lambda: memory(1_000, 20_000 if a.quick else 100_000),
         "accuracy": accuracy,
+        "live": lambda: redraw(2_000 if a.quick else 20_000),
     }
     rows: list[Row] = []
     for name in a.only.split(","):

@@ -49,7 +49,8 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     if rec["signal"] is not None:
         status = f"killed by signal {rec['signal']} (exit {rec['exit_code']})"
     out = [
-        ("command", f"{shlex.join(rec['command'])}  [{status}]"),
+        ("command", shlex.join(rec["command"])),
+        ("status", status),
         ("duration", f"{format_duration(rec['duration_s'])}, tree CPU time {rec['cpu_time_s']:.2f} s"),
     ]
     methods: dict[str, set[str]] = {}
