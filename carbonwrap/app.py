@@ -89,8 +89,8 @@ def _charged(options: RunOptions, meter: Meter) -> tuple[float, float]:
 
 def _panel(options: RunOptions, sensors: list[Any]) -> Any:
     """The live panel when stderr is a terminal and the command is not a known full-screen program."""
-    if not options.live or options.quiet:
-        return None
+    if not options.live or options.quiet or not os.isatty(2):
+        return None  # --live on a log file would only fill it with escape codes
     from carbonwrap.report import live
 
     if live.full_screen(options.command):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -133,21 +134,36 @@ def test_summary_is_plain_text_off_a_terminal(cw) -> None:
 
 
 def test_the_child_is_launched_before_heavy_imports(tmp_path: Path) -> None:
-    # An audit hook sees os.posix_spawn at the instant of the launch; no code is patched.
+    # An audit hook sees os.posix_spawn at the instant of the launch; no code is patched. stderr is a
+    # terminal (a pty), so the live panel is set up too.
+    report = tmp_path / "at-spawn.txt"
     probe = (
         "import sys\n"
         "def hook(event, args):\n"
         "    if event == 'os.posix_spawn':\n"
         "        heavy = [m for m in ('rich', 'pynvml') if m in sys.modules]\n"
-        "        sys.stderr.write(f'AT-SPAWN heavy={heavy}\\n')\n"
+        "        live = 'carbonwrap.report.live' in sys.modules\n"
+        f"        open({str(report)!r}, 'w').write(f'heavy={{heavy}} live={{live}}')\n"
         "sys.addaudithook(hook)\n"
-        "sys.argv = ['carbonwrap', '--live', '--', 'true']\n"
+        "sys.argv = ['carbonwrap', '--', 'true']\n"
         "from carbonwrap.cli import main\n"
         "main()\n"
     )
-    r = subprocess.run([PY, "-c", probe], capture_output=True, env=clean_env(), check=False, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
-    assert b"AT-SPAWN heavy=[]" in r.stderr
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(
+            [PY, "-c", probe], stderr=slave, stdout=subprocess.PIPE, env=clean_env(), check=False, cwd=ROOT, timeout=60
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 0
+    assert report.read_text() == "heavy=[] live=True"
+
+
+def test_live_forced_off_a_terminal_is_no_panel_and_no_crash(cw) -> None:
+    r = cw("--live", "--", "true")
+    assert r.returncode == 0 and b"Traceback" not in r.stderr and b"\x1b[" not in r.stderr
 
 
 def test_record_write_failure_exits_1_and_prints_the_record(cw, tmp_path: Path) -> None:
