@@ -1,0 +1,235 @@
+"""Command line: flags -> RunOptions, session.run, present, exit with the command's status.
+
+click is imported in this package only. Nothing here measures: sensors and processes live in their own modules.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import click
+from click.core import ParameterSource
+
+from carbonwrap import __version__
+from carbonwrap.cli.params import (
+    CONTEXT,
+    run_options,
+    valid_cpu_watts,
+    valid_energy,
+    valid_gateway,
+    valid_interval,
+    valid_mass,
+    valid_non_negative,
+    valid_outputs,
+    valid_positive,
+    valid_pue,
+    valid_tags,
+)
+from carbonwrap.errors import CarbonwrapError, LaunchError, UsageError
+
+RESERVED = ("regions", "doctor", "report")
+
+
+@click.command(
+    context_settings={**CONTEXT, "allow_interspersed_args": False},
+    epilog="Other commands: 'carbonwrap regions [QUERY]' lists the grid-intensity table; "
+    "'carbonwrap doctor' says what can be measured here; 'carbonwrap report FILE...' totals earlier records. "
+    "Every option can also be set with CARBONWRAP_<NAME> (CARBONWRAP_REGION=FR); the flag wins.",
+)
+@click.option("-r", "--region", metavar="CODE", help="Grid region: FR, FRA, US-CA, CA-QC, aws:eu-west-3 ...")
+@click.option(
+    "--intensity",
+    type=float,
+    metavar="G",
+    callback=valid_non_negative,
+    help="Fixed grid intensity in gCO2e/kWh; overrides --region.",
+)
+@click.option(
+    "-i",
+    "--interval",
+    type=float,
+    default=1.0,
+    show_default=True,
+    metavar="S",
+    callback=valid_interval,
+    help="Sampling period in seconds (0.05-3600).",
+)
+@click.option(
+    "--pue",
+    type=float,
+    default=1.0,
+    show_default=True,
+    callback=valid_pue,
+    help="Power usage effectiveness multiplier (>= 1.0).",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(["tree", "machine"]),
+    default="tree",
+    show_default=True,
+    help="Charge the command's process tree, or the whole machine.",
+)
+@click.option(
+    "--baseline",
+    type=float,
+    default=0.0,
+    metavar="S",
+    callback=valid_non_negative,
+    help="Measure idle power for S seconds before launching.",
+)
+@click.option(
+    "-o",
+    "--output",
+    multiple=True,
+    metavar="PATH",
+    callback=valid_outputs,
+    help="Write the record: .json, .jsonl, .csv or .prom (repeatable).",
+)
+@click.option("--tag", multiple=True, metavar="KEY=VALUE", callback=valid_tags, help="Label stored in the record.")
+@click.option("--label", metavar="NAME", help="The run's name [default: the command's basename].")
+@click.option("--live/--no-live", default=None, help="Live dashboard on stderr [default: when stderr is a terminal].")
+@click.option("-q", "--quiet", is_flag=True, help="No dashboard and no summary; records are still written.")
+@click.option(
+    "--sysfs",
+    default="/sys",
+    show_default=True,
+    metavar="PATH",
+    help="Root of sysfs; powercap is read under PATH/class/powercap.",
+)
+@click.option("--gpu/--no-gpu", default=None, help="Use NVIDIA NVML [default: when a driver is present].")
+@click.option(
+    "--cpu-watts",
+    metavar="IDLE:MAX",
+    callback=valid_cpu_watts,
+    help="Per-thread watts for the CPU estimate, overriding the model.",
+)
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    callback=valid_gateway,
+    help="Push metrics to this Prometheus Pushgateway at the end (and every --push-interval).",
+)
+@click.option(
+    "--push-interval",
+    type=float,
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    callback=valid_positive,
+    help="Seconds between pushes during the run.",
+)
+@click.option(
+    "--step-summary/--no-step-summary",
+    default=True,
+    help="Append a Markdown table to $GITHUB_STEP_SUMMARY when it is set [default: on].",
+)
+@click.option("--max-co2e", metavar="AMOUNT", callback=valid_mass, help="Carbon budget: 500mg, 20g, 1.5kg.")
+@click.option("--max-energy", metavar="AMOUNT", callback=valid_energy, help="Energy budget: 900J, 50Wh, 2kWh.")
+@click.option(
+    "--on-budget",
+    type=click.Choice(["warn", "fail", "kill"]),
+    default="warn",
+    show_default=True,
+    help="Past a budget: print a line; exit 3 if the command succeeded; or stop the command.",
+)
+@click.option(
+    "--progress",
+    type=float,
+    metavar="S",
+    callback=valid_non_negative,
+    help="Without the live panel (logs, CI): print a progress line every S seconds.",
+)
+@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
+@click.version_option(__version__, "-V", "--version", prog_name="carbonwrap")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def wrap(ctx: click.Context, /, **params: Any) -> dict[str, Any]:
+    """Run COMMAND and report the energy and CO2e of its process tree.
+
+    \b
+      carbonwrap --region FR -- python train.py
+      carbonwrap -o runs.jsonl make -j8
+    """
+    params["region_from_env"] = ctx.get_parameter_source("region") == ParameterSource.ENVIRONMENT
+    return params
+
+
+def _fail(message: str, status: int = 2) -> NoReturn:
+    sys.stderr.write(f"carbonwrap: {message}\n")
+    sys.stderr.flush()
+    sys.exit(status)
+
+
+def _click_message(e: click.ClickException) -> str:
+    if isinstance(e, click.NoSuchOption):
+        close = f" (did you mean {', '.join(sorted(e.possibilities))}?)" if e.possibilities else ""
+        return (
+            f"unknown option {e.option_name}{close}; see 'carbonwrap --help', "
+            "and put '--' before a command that starts with '-'"
+        )
+    return e.format_message().replace("\n", " ")
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        params = wrap.main(args, prog_name="carbonwrap", standalone_mode=False, auto_envvar_prefix="CARBONWRAP")
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        _fail(_click_message(e), e.exit_code)
+    except click.Abort:
+        _fail("aborted", 130)
+    if not isinstance(params, dict):  # --help and --version return here
+        sys.exit(0)
+    command = list(params["command"])
+    if not command:
+        _fail("no command given; usage: carbonwrap [OPTIONS] [--] COMMAND [ARGS]... (see 'carbonwrap --help')")
+    start = len(args) - len(command)
+    if command[0] in RESERVED and not (start > 0 and args[start - 1] == "--"):
+        _subcommand(command[0], command[1:], params)
+    sys.exit(_wrap(params, command))
+
+
+def _wrap(params: dict[str, Any], command: list[str]) -> int:
+    try:
+        options = run_options(params, command)
+    except UsageError as e:
+        _fail(str(e))
+    from carbonwrap import app
+
+    try:
+        return app.run(options)
+    except LaunchError as e:
+        _fail(str(e), e.exit_code)
+    except CarbonwrapError as e:  # before the launch: nothing runs
+        _fail(str(e), 1)
+    except Exception as e:  # a bug of ours, before the launch (after it, the session keeps the command's status)
+        if options.debug:
+            raise
+        _fail(f"internal error before the launch: {e!r}; nothing was run. Rerun with --debug for details", 70)
+
+
+def _subcommand(name: str, rest: list[str], params: dict[str, Any]) -> NoReturn:
+    from carbonwrap.cli import commands as sub
+
+    commands = {"regions": sub.regions, "doctor": sub.doctor, "report": sub.report}
+    if name in commands:
+        try:
+            rv = commands[name].main(rest, prog_name=f"carbonwrap {name}", standalone_mode=False, obj=params)
+        except click.ClickException as e:
+            _fail(_click_message(e), e.exit_code)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except UsageError as e:
+            _fail(str(e))
+        sys.exit(rv if isinstance(rv, int) else 0)
+    _fail(
+        f"'carbonwrap {name}' is not available in this version yet; "
+        f"to wrap a program called {name}, write 'carbonwrap -- {name}'"
+    )
+
+
+if __name__ == "__main__":
+    main()
