@@ -243,23 +243,6 @@ print(a, b)
     ]
 
 
-ADVANCE = r"""
-import os, sys, time
-from pathlib import Path
-zones = {Path(p): float(j) for p, j in (a.split("=") for a in sys.argv[1:])}
-for step in range(20):
-    for path, joules in zones.items():
-        f = path / "energy_uj"
-        rng = int((path / "max_energy_range_uj").read_text())
-        v = int(f.read_text()) + round(joules / 20 * 1e6)
-        if v > rng:
-            v -= rng + 1
-        (path / ".t").write_text(f"{v}\n")
-        os.replace(path / ".t", f)
-    time.sleep(0.05)
-"""
-
-
 def accuracy() -> list[Row]:
     from tests import fakes
 
@@ -276,27 +259,9 @@ def accuracy() -> list[Row]:
                 fp.write_raw(z, f"{fp.ranges[z] - 60_000_000}\n")
             truth = 150.0 * len(zones)
             rec = Path(d) / f"r{i}.json"
-            subprocess.run(
-                [
-                    *carbonwrap_cmd(),
-                    "-q",
-                    "--sysfs",
-                    str(sysfs),
-                    "--scope",
-                    "machine",
-                    "-i",
-                    "0.05",
-                    "-o",
-                    str(rec),
-                    "--",
-                    PY,
-                    "-c",
-                    ADVANCE,
-                    *(f"{fp._dir(z)}=150" for z in zones),
-                ],
-                env=env(),
-                check=True,
-            )
+            child = fakes.advance_command({fp.zone_dir(z): 150.0 for z in zones}, steps=20, pause_s=0.05)
+            opts = ["-q", "--sysfs", str(sysfs), "--scope", "machine", "-i", "0.05", "-o", str(rec)]
+            subprocess.run([*carbonwrap_cmd(), *opts, "--", *child], env=env(), check=True)
             out = json.loads(rec.read_text())
             measured = {x["domain"] for x in out["sensors"] if x["method"] == "measured"}
             got = sum(out["machine_energy_j"][dom] for dom in measured)  # AMD's dram is estimated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 INTEL_PACKAGE_RANGE_UJ = 262143328850
@@ -33,7 +34,7 @@ class FakePowercap:
         ctype = zone_id.split(":")[0]  # intel-rapl or intel-rapl-mmio
         base = self.dev / ctype
         if parent is not None:
-            base = self._dir(parent)
+            base = self.zone_dir(parent)
         d = base / zone_id
         d.mkdir(parents=True)
         (d / "name").write_text(name + "\n")
@@ -45,11 +46,11 @@ class FakePowercap:
         self.ranges[zone_id] = range_uj
         return d
 
-    def _dir(self, zone_id: str) -> Path:
+    def zone_dir(self, zone_id: str) -> Path:
         return (self.cls / zone_id).resolve()
 
     def energy_uj(self, zone_id: str) -> int:
-        return int((self._dir(zone_id) / "energy_uj").read_text())
+        return int((self.zone_dir(zone_id) / "energy_uj").read_text())
 
     def advance(self, zone_id: str, joules: float) -> None:
         """Add `joules` to the counter, wrapping past max_energy_range_uj as the hardware does."""
@@ -61,7 +62,7 @@ class FakePowercap:
 
     def write_raw(self, zone_id: str, text: str) -> None:
         # sysfs reads are atomic; replacing the file keeps a concurrent reader from seeing it empty.
-        d = self._dir(zone_id)
+        d = self.zone_dir(zone_id)
         (d / ".energy_uj.tmp").write_text(text)
         os.replace(d / ".energy_uj.tmp", d / "energy_uj")
 
@@ -108,3 +109,28 @@ def empty(root: Path) -> Path:
     """Like this VM and most CI runners: no powercap tree at all."""
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+# A wrapped command that plays the hardware: it advances fake counters by known joules in equal steps while it
+# runs, wrapping as RAPL does and replacing each file whole (sysfs reads are atomic), so a run's measured
+# energy must equal exactly what it added.
+ADVANCE = r"""
+import os, sys, time
+from pathlib import Path
+steps, pause = int(sys.argv[1]), float(sys.argv[2])
+zones = {Path(p): float(j) for p, j in (a.rsplit("=", 1) for a in sys.argv[3:])}
+for _ in range(steps):
+    for path, joules in zones.items():
+        rng = int((path / "max_energy_range_uj").read_text())
+        v = int((path / "energy_uj").read_text()) + round(joules / steps * 1e6)
+        if v > rng:
+            v -= rng + 1
+        (path / ".energy_uj.tmp").write_text(f"{v}\n")
+        os.replace(path / ".energy_uj.tmp", path / "energy_uj")
+    time.sleep(pause)
+"""
+
+
+def advance_command(zones: dict[Path, float], steps: int = 10, pause_s: float = 0.1) -> list[str]:
+    """The command line of a child that adds `joules` to each zone directory over `steps` steps."""
+    return [sys.executable, "-c", ADVANCE, str(steps), str(pause_s), *(f"{d}={j}" for d, j in zones.items())]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,59 +71,16 @@ def test_co2e() -> None:
     assert co2e_g(3.6e6, 1.5, 50.0) == pytest.approx(75.0)
 
 
-# The wrapped command is the hardware: it advances the fake package counters at known joules while it
-# runs (including across a wrap), so the record's measured energy must equal exactly what it added.
-ADVANCE = r"""
-import os, sys, time
-from pathlib import Path
-zones = {Path(p): float(j) for p, j in (a.split("=") for a in sys.argv[1:])}
-for step in range(10):
-    for path, joules in zones.items():
-        f = path / "energy_uj"
-        rng = int((path / "max_energy_range_uj").read_text())
-        v = int(f.read_text()) + round(joules / 10 * 1e6)
-        if v > rng:
-            v -= rng + 1
-        tmp = path / ".energy_uj.tmp"  # sysfs reads are atomic: replace, never truncate in place
-        tmp.write_text(f"{v}\n")
-        os.replace(tmp, f)
-    time.sleep(0.1)
-"""
-
-
 def test_measured_energy_end_to_end_on_a_fake_server(cw, tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
     fp = fakes.intel_server(sysfs)
-    d = {z: fp._dir(z) for z in ("intel-rapl:0", "intel-rapl:1", "intel-rapl:0:1", "intel-rapl:1:1")}
     fp.write_raw("intel-rapl:0", f"{fakes.INTEL_PACKAGE_RANGE_UJ - 50_000_000}\n")  # 50 J below the wrap
     rec = tmp_path / "r.json"
     # About 1 s at 120 + 80 W: under twice the zones' 205 W maximum, which would be taken as a reset.
-    args = [
-        f"{d['intel-rapl:0']}=120",
-        f"{d['intel-rapl:1']}=80",
-        f"{d['intel-rapl:0:1']}=30",
-        f"{d['intel-rapl:1:1']}=20",
-    ]
-    r = cw(
-        "-q",
-        "--sysfs",
-        str(sysfs),
-        "--scope",
-        "machine",
-        "--region",
-        "FR",
-        "--pue",
-        "1.2",
-        "-i",
-        "0.05",
-        "-o",
-        str(rec),
-        "--",
-        sys.executable,
-        "-c",
-        ADVANCE,
-        *args,
-    )
+    watts = {"intel-rapl:0": 120.0, "intel-rapl:1": 80.0, "intel-rapl:0:1": 30.0, "intel-rapl:1:1": 20.0}
+    child = fakes.advance_command({fp.zone_dir(z): j for z, j in watts.items()})
+    opts = ["--sysfs", str(sysfs), "--scope", "machine", "--region", "FR", "--pue", "1.2", "-i", "0.05"]
+    r = cw("-q", *opts, "-o", str(rec), "--", *child)
     assert r.returncode == 0, r.stderr
     out = json.loads(rec.read_text())
     assert fp.energy_uj("intel-rapl:0") < 100_000_000  # package-1 wrapped during the run
@@ -146,20 +102,8 @@ def test_tree_scope_charges_a_share_and_keeps_machine_energy(cw, tmp_path: Path)
     sysfs = tmp_path / "sys"
     fp = fakes.amd_epyc(sysfs)
     rec = tmp_path / "r.json"
-    r = cw(
-        "-q",
-        "--sysfs",
-        str(sysfs),
-        "-i",
-        "0.05",
-        "-o",
-        str(rec),
-        "--",
-        sys.executable,
-        "-c",
-        ADVANCE,
-        f"{fp._dir('intel-rapl:0')}=100",
-    )  # 100 W
+    child = fakes.advance_command({fp.zone_dir("intel-rapl:0"): 100.0})  # 100 W for 1 s
+    r = cw("-q", "--sysfs", str(sysfs), "-i", "0.05", "-o", str(rec), "--", *child)
     assert r.returncode == 0, r.stderr
     out = json.loads(rec.read_text())
     assert out["machine_energy_j"]["cpu"] == pytest.approx(100.0, abs=1e-4)

@@ -55,15 +55,7 @@ class Tmux:
 
     def run(self, command: str, timeout: float = 30) -> str:
         """Run a command line in the pane; returns its exit status, once the shell has printed it."""
-        marker = f"EXIT-{uuid.uuid4().hex[:6]}"
-        self.type(f"{command}; echo {marker}=$?")
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            found = re.search(rf"^{marker}=(\d+)", self.history(), re.M)
-            if found:
-                return found.group(1)
-            time.sleep(0.1)
-        raise AssertionError(f"no {marker} in:\n{self.history()}")
+        return self.wait_marker(self.start_command(command), timeout)
 
     def start_command(self, command: str) -> str:
         marker = f"EXIT-{uuid.uuid4().hex[:6]}"

@@ -110,7 +110,7 @@ def test_a_jump_beyond_twice_max_power_is_a_reset_not_energy(tmp_path: Path) -> 
 
 def test_a_counter_that_drops_without_a_range_is_a_reset(tmp_path: Path) -> None:
     fp = fakes.amd_epyc(tmp_path)
-    os.remove(fp._dir("intel-rapl:0") / "max_energy_range_uj")
+    os.remove(fp.zone_dir("intel-rapl:0") / "max_energy_range_uj")
     zones, _ = rapl.discover(tmp_path)
     sensor = rapl.RaplSensor(zones[:1])
     meter = Meter("machine")
@@ -135,7 +135,7 @@ def test_a_counter_that_breaks_mid_run_warns_and_never_goes_negative(tmp_path: P
     elif breakage == "negative":
         fp.write_raw("intel-rapl:0", "-42\n")
     else:
-        os.remove(fp._dir("intel-rapl:0") / "energy_uj")
+        os.remove(fp.zone_dir("intel-rapl:0") / "energy_uj")
     fp.advance("intel-rapl:1", 100.0)
     sample = meter.update(sensor.read(), usage(2), 2.0)
     assert sample.machine_j["cpu"] == pytest.approx(100.0)
