@@ -45,11 +45,11 @@ def measure_idle(
     """Mean machine power per domain over `duration_s` before anything is launched (--baseline)."""
     meter = Meter("machine")
     t0 = clock()
-    meter.prime(read_all(sensors), child.usage(scan=False), t0)
+    meter.prime(read_all(sensors), child.usage(scan=False), 0.0)
     sleep(duration_s)
-    t1 = clock()
-    meter.update(read_all(sensors), child.usage(scan=False), t1)
-    return {d: e / (t1 - t0) for d, e in meter.machine_j.items()} if t1 > t0 else {}
+    dt = clock() - t0
+    meter.update(read_all(sensors), child.usage(scan=False), dt)
+    return {d: e / dt for d, e in meter.machine_j.items()} if dt > 0 else {}
 
 
 def run(
