@@ -56,22 +56,41 @@ def run(options: RunOptions) -> int:
                 idle_w = session.measure_idle(sensors, child, options.baseline_s)
             except KeyboardInterrupt:
                 raise CarbonwrapError("interrupted during --baseline; nothing was launched") from None
-        report = session.run(
-            options,
-            sensors,
-            child,
-            idle_w=idle_w,
-            warnings=warnings,
-            budget=budget if budget.active else None,
-            notify=_notify,
-            on_sample=_all(callbacks) if callbacks else None,
-        )
+        try:
+            report = session.run(
+                options,
+                sensors,
+                child,
+                idle_w=idle_w,
+                warnings=warnings,
+                budget=budget if budget.active else None,
+                notify=_notify,
+                on_sample=_all(callbacks) if callbacks else None,
+            )
+        except (CarbonwrapError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if not child.pid:
+                raise  # before the launch: the command line reports it, nothing ran
+            return _after_failure(child, e)  # a bug of ours must not cost the command its status
     finally:
         if panel is not None:
             panel.stop()  # on every path: the command's end, its death, our own failure
         for s in sensors:
             s.close()
-    return present(options, report, gateway)
+    try:
+        return present(options, report, gateway)
+    except Exception as e:  # the command has exited: its status wins over our failure
+        sys.stderr.write(f"carbonwrap: internal error while reporting: {e!r}\n")
+        return report.exit_code
+
+
+def _after_failure(child: Child, error: Exception) -> int:
+    while not child.wait(1.0):
+        pass
+    assert child.status is not None
+    sys.stderr.write(f"carbonwrap: internal error, nothing measured: {error!r}; the command exited {child.status[0]}\n")
+    return child.status[0]
 
 
 def _all(callbacks: list[Callable[[Sample, Meter], None]]) -> Callable[[Sample, Meter], None]:

@@ -54,8 +54,12 @@ class ProcessTree:
     """The descendants of `root`, found by scanning /proc for parent links.
 
     A process that is not a descendant can never become one (orphans are reparented to us, the subreaper,
-    or to init), so known outsiders are not read again; a pid is re-read only when it disappears and a new
-    process appears under it. Only members and new pids cost a read per scan.
+    or to init), so known outsiders are not read again while their pid stays alive: only members and new pids
+    cost a read per scan. Membership is recomputed from parent links at every scan and the tree's time is a
+    sum over live members, so a reused pid needs no bookkeeping, with one exception: an outsider's pid freed
+    and taken by a new descendant within one interval is missed by the per-interval sums until that process
+    exits, when RUSAGE_CHILDREN counts it; the run's total stays exact. (pid, start time) identifies a
+    process in what the record names.
     """
 
     def __init__(self, root: int, proc: Path = Path("/proc")) -> None:

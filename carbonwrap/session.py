@@ -61,7 +61,6 @@ def run(
     warnings: Sequence[str] = (),
     budget: Budget | None = None,
     notify: Callable[[str], None] | None = None,
-    on_launch: Callable[[], None] | None = None,
     on_sample: Callable[[Sample, Meter], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
@@ -73,8 +72,6 @@ def run(
     meter.prime(read_all(sensors), usage0, 0.0)
     started = wall()
     child.spawn()  # raises LaunchError: nothing measured
-    if on_launch is not None:
-        on_launch()
     k = 1
     failure: str | None = None
     exceeded: str | None = None
@@ -122,7 +119,12 @@ def run(
                 on_sample = None
                 meter.warnings.append(f"live output stopped: {e!r}")
     t_end = clock()
-    final = meter.update(read_all(sensors), child.usage(), t_end - t0) if failure is None else None
+    final = None
+    if failure is None:
+        try:
+            final = meter.update(read_all(sensors), child.usage(), t_end - t0)
+        except Exception as e:
+            failure = f"the final read failed: {e!r}; the totals cover the run until the last sample"
     ended = wall()
     check_budget(t_end)
     if failure is not None:

@@ -208,7 +208,7 @@ def _wrap(params: dict[str, Any], command: list[str]) -> int:
     except Exception as e:  # a bug of ours, before the launch (after it, the session keeps the command's status)
         if options.debug:
             raise
-        _fail(f"internal error before the launch: {e!r}; nothing was run. Rerun with --debug for details", 70)
+        _fail(f"internal error: {e!r}; nothing was run. Rerun with --debug for details", 70)
 
 
 def _subcommand(name: str, rest: list[str], params: dict[str, Any]) -> NoReturn:
