@@ -53,29 +53,34 @@ def valid_outputs(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 
 
 def valid_mass(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:  # each validator imports what it needs only when its option is given
+        return None
     from carbonwrap.budget import MASS_G, parse_amount
 
     try:
-        return None if value is None else parse_amount(value, MASS_G, "--max-co2e")
+        return parse_amount(value, MASS_G, "--max-co2e")
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
 
 def valid_energy(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
     from carbonwrap.budget import ENERGY_J, parse_amount
 
     try:
-        return None if value is None else parse_amount(value, ENERGY_J, "--max-energy")
+        return parse_amount(value, ENERGY_J, "--max-energy")
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
 
 def valid_gateway(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if not value:
+        return None
     from carbonwrap.report.push import check_url
 
     try:
-        if value:
-            check_url(value)
+        check_url(value)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     return value or None

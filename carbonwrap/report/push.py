@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 
 TIMEOUT_S = 5.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -66,6 +64,9 @@ class Pushgateway:
 
     def push(self, text: str) -> bool:
         """One synchronous push; on failure the first reason is kept in `warning`."""
+        import urllib.error  # http.client and email come with these: loaded at the first push, after the launch
+        import urllib.request
+
         req = urllib.request.Request(self.target, data=text.encode(), method="PUT", headers=self.headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict
 from typing import Any
 
@@ -95,7 +96,7 @@ def _methods(rec: dict[str, Any], domain: str) -> str:
 def to_row(rec: dict[str, Any]) -> list[object]:
     """The record flattened in CSV_COLUMNS order; None becomes an empty cell."""
     flat: dict[str, object] = {k: rec[k] for k in CSV_COLUMNS if k in rec}
-    flat["command"] = " ".join(rec["command"])
+    flat["command"] = shlex.join(rec["command"])  # unambiguous, and pastes back into a shell
     for k in _ENERGY_KEYS:
         flat[f"energy_{k}_j"] = rec["energy_j"][k]
         flat[f"machine_energy_{k}_j"] = rec["machine_energy_j"][k]
