@@ -1,0 +1,62 @@
+"""The session loop with real child processes: drift-free ticks, and carbonwrap's own failures."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from carbonwrap import session
+from carbonwrap.model import Intensity, Reading, RunOptions, SensorInfo
+from carbonwrap.runner import Child
+
+WORLD = Intensity("WLD", "World", 472.94, 2024, "Ember", "default")
+
+
+class BreaksOnRead:
+    """A sensor whose driver fails after `good` reads with an exception carbonwrap does not expect."""
+
+    def __init__(self, good: int) -> None:
+        self.reads = 0
+        self.good = good
+        self.info = [SensorInfo("cpu", "flaky", "measured", "a sensor that breaks")]
+
+    def read(self) -> Sequence[Reading]:
+        self.reads += 1
+        if self.reads > self.good:
+            raise RuntimeError("driver went away")
+        return [Reading("cpu", "flaky", energy_j=10.0 * self.reads)]
+
+    def close(self) -> None:
+        pass
+
+
+def _options(*command: str, interval: float = 0.05) -> RunOptions:
+    return RunOptions(command=command, intensity=WORLD, interval_s=interval, label="t")
+
+
+def test_a_failing_sensor_mid_run_keeps_the_commands_status() -> None:
+    cmd = (sys.executable, "-c", "import time, sys; time.sleep(0.5); sys.exit(9)")
+    sensor = BreaksOnRead(good=3)
+    report = session.run(_options(*cmd), [sensor], Child(cmd))
+    assert report.exit_code == 9
+    assert any("measurement stopped at" in w and "driver went away" in w for w in report.warnings)
+    assert report.machine_energy_j["cpu"] == 20.0  # the reads before the failure still count
+    assert report.duration_s >= 0.5
+
+
+def test_a_failing_final_read_keeps_the_commands_status() -> None:
+    cmd = (sys.executable, "-c", "raise SystemExit(4)")
+    report = session.run(_options(*cmd, interval=60), [BreaksOnRead(good=1)], Child(cmd))
+    assert report.exit_code == 4
+    assert any("the final read failed" in w for w in report.warnings)
+
+
+def test_ticks_do_not_drift() -> None:
+    cmd = ("sleep", "1.05")
+    seen: list[float] = []
+    session.run(
+        _options(*cmd, interval=0.1), [BreaksOnRead(good=1000)], Child(cmd), on_sample=lambda s, m: seen.append(s.t_s)
+    )
+    assert len(seen) == 10  # ticks only: the final read at the command's exit goes to the report
+    for k, t in enumerate(seen, 1):
+        assert abs(t - k * 0.1) < 0.05, (k, t)
