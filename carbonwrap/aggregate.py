@@ -32,6 +32,7 @@ class Run:
     pue: float
     co2e_g: float
     g_per_kwh: float
+    estimated: bool  # some domain of this run was modelled, not measured
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ def _from_record(rec: dict[str, Any]) -> Run:
         _num(rec["pue"]),
         _num(rec["co2e_g"]),
         _num(rec["intensity"]["g_per_kwh"]),
+        any(s["method"] == "estimated" for s in rec["sensors"]),
     )
 
 
@@ -87,6 +89,7 @@ def _from_row(row: dict[str, str]) -> Run:
         _num(row["pue"]),
         _num(row["co2e_g"]),
         _num(row["intensity_g_per_kwh"]),
+        "estimated" in (row.get("method_cpu", "") + row.get("method_dram", "") + row.get("method_gpu", "")),
     )
 
 
@@ -137,6 +140,7 @@ def group_key(run: Run, by: str) -> str:
 COLUMNS = (
     "group",
     "runs",
+    "estimated_runs",  # how many of the runs have a modelled domain in their totals
     "duration_s",
     "cpu_time_s",
     "energy_cpu_j",
@@ -158,6 +162,7 @@ def totals(runs: list[Run], by: str, since: str | None = None) -> list[dict[str,
         for d in DOMAINS:  # a domain no run had (no GPU anywhere) stays None: absent, not a measured 0
             g.setdefault(f"_{d}", False)
         g["runs"] += 1
+        g["estimated_runs"] += r.estimated
         g["duration_s"] += r.duration_s
         g["cpu_time_s"] += r.cpu_time_s
         for d, e in r.energy_j.items():
@@ -176,6 +181,7 @@ def totals(runs: list[Run], by: str, since: str | None = None) -> list[dict[str,
                 g[f"energy_{d}_j"] = None
         g["mean_g_per_kwh"] = g["co2e_g"] / kwh if kwh > 0 else plain / g["runs"]
         g["runs"] = int(g["runs"])
+        g["estimated_runs"] = int(g["estimated_runs"])
         rows.append({"group": name, **g})
     rows.sort(key=lambda row: (-row["co2e_g"], row["group"]))
     return rows
@@ -201,11 +207,12 @@ def render(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
     def energy(j: float | None) -> str:
         return "-" if j is None else format_energy(j)
 
-    head = [by, "runs", "duration", "CPU time", "cpu", "dram", "gpu", "total", "CO2e", "g/kWh"]
+    head = [by, "runs", "estimated", "duration", "CPU time", "cpu", "dram", "gpu", "total", "CO2e", "g/kWh"]
     body = [
         [
             row["group"],
             str(row["runs"]),
+            f"{row['estimated_runs']} of {row['runs']}",
             format_duration(row["duration_s"]),
             format_duration(row["cpu_time_s"]),
             *(energy(row[f"energy_{d}_j"]) for d in DOMAINS),

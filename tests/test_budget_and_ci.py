@@ -197,6 +197,7 @@ def test_report_groups_and_totals(cw, tmp_path: Path) -> None:
     assert groups["train"]["runs"] == 6 and groups["eval"]["runs"] == 3
     assert groups["train"]["mean_g_per_kwh"] == pytest.approx(44.18)
     assert groups["train"]["energy_gpu_j"] is None
+    assert groups["train"]["estimated_runs"] == 6  # this machine has no RAPL: every run is an estimate
     assert b"skipped 2 malformed line(s)" in r.stderr
     r = cw("report", *map(str, files), "--by", "tag:team", "--format", "csv")
     rows = r.stdout.decode().splitlines()
@@ -213,6 +214,7 @@ def test_report_reads_csv_too(cw, tmp_path: Path) -> None:
     r = cw("report", str(tmp_path / "base.csv"), "--format", "json")
     groups = {g["group"]: g for g in json.loads(r.stdout)["groups"]}
     assert groups["train"]["runs"] == 2 and groups["eval"]["runs"] == 1
+    assert groups["train"]["estimated_runs"] == 2
 
 
 def test_report_bad_input(cw, tmp_path: Path) -> None:

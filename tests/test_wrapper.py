@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,7 @@ def test_summary_is_plain_text_off_a_terminal(cw) -> None:
     assert "\x1b[" not in text
     for word in ("exit 0", "cpu", "estimated", "FR France", "44.18 g/kWh", "CO2e", "driving"):
         assert word in text, word
+    assert re.search(r"energy +\S+ J \(estimated\) charged", text) and re.search(r"CO2e +\S+ \S+ \(estimated\)", text)
 
 
 def test_the_child_is_launched_before_heavy_imports(tmp_path: Path) -> None:

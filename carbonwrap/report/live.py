@@ -167,7 +167,8 @@ class LivePanel:
             )
             or "waiting for the first sample"
         )
-        totals = f"energy {_fmt_j(self.energy_j)}  CO2e {_fmt_g(self.co2e_g)}  {self.region}"
+        tag = " estimated" if self.estimated else ""
+        totals = f"energy {_fmt_j(self.energy_j)}{tag}  CO2e {_fmt_g(self.co2e_g)}{tag}  {self.region}"
         if self.rows == 1:
             return [f"carbonwrap {clock}  {domains}  {totals}"]
         spark = sparkline(list(self.history), max(10, min(60, self.width - 24)))

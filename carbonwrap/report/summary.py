@@ -69,7 +69,10 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     total, mtotal = rec["energy_j"]["total"], rec["machine_energy_j"]["total"]
     share = f"{total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else "machine 0 J"
     charged_to = "the command's process tree" if scope == "tree" else "the whole machine"
-    line = f"{format_energy(total)} charged to {charged_to}"
+    # A total that contains a modelled domain is itself an estimate, and says so.
+    estimated_total = any(s["method"] == "estimated" for s in rec["sensors"] if rec["energy_j"].get(s["domain"]))
+    tag = " (estimated)" if estimated_total else ""
+    line = f"{format_energy(total)}{tag} charged to {charged_to}"
     if scope != "machine":
         line += f", {share}"
     if rec["pue"] != 1.0:
@@ -87,7 +90,7 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         how = it["note"] or it["how"]
         region = f"{where}: {it['g_per_kwh']:g} g/kWh ({it['source']}{year}) [{how}]"
     out.append(("region", region))
-    out.append(("CO2e", f"{format_mass(rec['co2e_g'])}, {equivalent(rec['co2e_g'])}"))
+    out.append(("CO2e", f"{format_mass(rec['co2e_g'])}{tag}, {equivalent(rec['co2e_g'])}"))
     estimated = [s for s in rec["sensors"] if s["method"] == "estimated"]
     for s in estimated:
         out.append(("estimated", f"{s['domain']}: {s['detail']}"))
