@@ -15,6 +15,7 @@ from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError
 from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, RunOptions, RunReport, Sample, co2e_g
+from carbonwrap.report import say, stderr_is_terminal
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_sensors
 
@@ -81,7 +82,7 @@ def run(options: RunOptions) -> int:
     try:
         return present(options, report, gateway)
     except Exception as e:  # the command has exited: its status wins over our failure
-        sys.stderr.write(f"carbonwrap: internal error while reporting: {e!r}\n")
+        say(f"carbonwrap: internal error while reporting: {e!r}\n")
         return report.exit_code
 
 
@@ -89,7 +90,7 @@ def _after_failure(child: Child, error: Exception) -> int:
     while not child.wait(1.0):
         pass
     assert child.status is not None
-    sys.stderr.write(f"carbonwrap: internal error, nothing measured: {error!r}; the command exited {child.status[0]}\n")
+    say(f"carbonwrap: internal error, nothing measured: {error!r}; the command exited {child.status[0]}\n")
     return child.status[0]
 
 
@@ -108,7 +109,7 @@ def _charged(options: RunOptions, meter: Meter) -> tuple[float, float]:
 
 def _panel(options: RunOptions, sensors: list[Any]) -> Any:
     """The live panel when stderr is a terminal and the command is not a known full-screen program."""
-    if not options.live or options.quiet or not os.isatty(2):
+    if not options.live or options.quiet or not stderr_is_terminal():
         return None  # --live on a log file would only fill it with escape codes
     from carbonwrap.report import live
 
@@ -137,17 +138,13 @@ def _progress(options: RunOptions) -> Callable[[Sample, Meter], None]:
         if sample.t_s - last[0] >= options.progress_s:  # type: ignore[operator]
             last[0] = sample.t_s
             energy, co2 = _charged(options, meter)
-            sys.stderr.write(
-                f"carbonwrap: {sample.t_s:.0f} s, {format_energy(energy)}, {format_mass(co2)} CO2e so far\n"
-            )
-            sys.stderr.flush()
+            say(f"carbonwrap: {sample.t_s:.0f} s, {format_energy(energy)}, {format_mass(co2)} CO2e so far\n")
 
     return on_sample
 
 
 def _notify(message: str) -> None:
-    sys.stderr.write(f"carbonwrap: {message}\n")
-    sys.stderr.flush()
+    say(f"carbonwrap: {message}\n")
 
 
 def _periodic_push(options: RunOptions, gateway: Any) -> Any:
@@ -199,12 +196,14 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None) -> int:
         try:
             from carbonwrap.report import summary
 
-            if sys.stderr.isatty() and not os.environ.get("NO_COLOR"):
+            if sys.stderr is None:
+                pass  # stderr closed: nowhere to print
+            elif stderr_is_terminal() and not os.environ.get("NO_COLOR"):
                 summary.render_rich(rec, sys.stderr)
             else:
                 summary.render_plain(rec, sys.stderr)
         except Exception as e:  # the records and the status matter more
-            sys.stderr.write(f"carbonwrap: could not print the summary: {e!r}\n")
+            say(f"carbonwrap: could not print the summary: {e!r}\n")
     failed = []
     for path in options.outputs:
         try:
@@ -218,16 +217,15 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None) -> int:
 
             github.append(step, rec)
         except OSError as e:
-            sys.stderr.write(f"carbonwrap: cannot append to GITHUB_STEP_SUMMARY {step}: {e.strerror or e}\n")
+            say(f"carbonwrap: cannot append to GITHUB_STEP_SUMMARY {step}: {e.strerror or e}\n")
     if failed:
         for msg in failed:
-            sys.stderr.write(f"carbonwrap: {msg}; the record follows on stderr\n")
-        sys.stderr.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            say(f"carbonwrap: {msg}; the record follows on stderr\n")
+        say(json.dumps(rec, ensure_ascii=False) + "\n")
         if report.exit_code == 0:
             status = 1
     if gateway is not None:
         gateway.finish(sinks.prometheus_text(rec))
         if gateway.warning:
-            sys.stderr.write(f"carbonwrap: {gateway.warning}\n")
-    sys.stderr.flush()
+            say(f"carbonwrap: {gateway.warning}\n")
     return status

@@ -150,6 +150,8 @@ class Child:
 
     def spawn(self) -> int:
         """Start the command (execvp semantics) or raise LaunchError with exit status 127 or 126."""
+        if not self.command[0]:
+            raise LaunchError("command not found: '' (the command name is empty)", 127)
         # An inherited SIGCHLD=SIG_IGN would make the kernel reap the child and lose its status.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.subreaper = _subreaper()

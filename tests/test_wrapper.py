@@ -201,3 +201,27 @@ def test_missing_parent_directories_are_created(cw, tmp_path: Path) -> None:
     out = tmp_path / "a" / "b" / "c" / "r.json"
     assert cw("-q", "-o", str(out), "--", "true").returncode == 0
     assert json.loads(out.read_text())["exit_code"] == 0
+
+
+@pytest.mark.parametrize("code", [0, 7])
+def test_a_closed_or_broken_stderr_never_changes_the_status(tmp_path: Path, code: int) -> None:
+    cmd = [*CW, "--", "sh", "-c", f"exit {code}"]
+    closed = subprocess.run(
+        cmd,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        env=clean_env(),
+        preexec_fn=lambda: os.close(2),
+        check=False,
+    )
+    assert closed.returncode == code
+    r, w = os.pipe()
+    os.close(r)  # every write to stderr fails with EPIPE
+    broken = subprocess.run(cmd, stderr=w, env=clean_env(), check=False)
+    os.close(w)
+    assert broken.returncode == code
+
+
+def test_an_empty_command_name_is_127(cw) -> None:
+    r = cw("--", "")
+    assert r.returncode == 127 and b"command name is empty" in r.stderr

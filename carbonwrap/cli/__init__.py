@@ -156,8 +156,9 @@ def wrap(ctx: click.Context, /, **params: Any) -> dict[str, Any]:
 
 
 def _fail(message: str, status: int = 2) -> NoReturn:
-    sys.stderr.write(f"carbonwrap: {message}\n")
-    sys.stderr.flush()
+    from carbonwrap.report import say
+
+    say(f"carbonwrap: {message}\n")
     sys.exit(status)
 
 

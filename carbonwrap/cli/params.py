@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import click
@@ -119,7 +118,9 @@ def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
     )
     live = params["live"]
     if live is None:
-        live = sys.stderr.isatty()
+        from carbonwrap.report import stderr_is_terminal
+
+        live = stderr_is_terminal()
     return RunOptions(
         command=tuple(command),
         intensity=it,
