@@ -121,8 +121,13 @@ def guess_country(
     return None
 
 
-def _from_region(r: Region, how: str) -> Intensity:
-    return Intensity(r.code, r.name, r.g_per_kwh, r.year, r.source, how)
+def _from_region(r: Region, how: str, note: str = "") -> Intensity:
+    if r.g_per_kwh <= 0:
+        # Published as 0 (Ember's Central African Republic row): no grid emits nothing over its lifecycle,
+        # so the figure is kept but never passed off silently.
+        zero = f"the source gives 0 g/kWh for {r.code}, which is implausible; consider --intensity G"
+        note = f"{note}; {zero}" if note else zero
+    return Intensity(r.code, r.name, r.g_per_kwh, r.year, r.source, how, note)
 
 
 def resolve(
@@ -153,15 +158,7 @@ def resolve(
     if guess is not None:
         r = table.get(guess[0])
         if r is not None:
-            return Intensity(
-                r.code,
-                r.name,
-                r.g_per_kwh,
-                r.year,
-                r.source,
-                "time zone",
-                f"guessed from time zone {guess[1]}",
-            )
+            return _from_region(r, "time zone", f"guessed from time zone {guess[1]}")
     world = table.lookup(WORLD)
     return Intensity(
         world.code,

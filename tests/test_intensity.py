@@ -167,3 +167,9 @@ def test_unknown_region_exits_2_before_launch(cw, tmp_path: Path) -> None:
     assert not marker.exists()
     err = r.stderr.decode().strip().splitlines()
     assert len(err) == 1 and "did you mean" in err[0] and "FR" in err[0]
+
+
+def test_a_published_zero_is_kept_but_flagged(tmp_path: Path) -> None:
+    it = _resolve(tmp_path, region="CF")
+    assert it.g_per_kwh == 0.0
+    assert "implausible" in it.note and "--intensity" in it.note

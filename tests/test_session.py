@@ -57,6 +57,10 @@ def test_ticks_do_not_drift() -> None:
     session.run(
         _options(*cmd, interval=0.1), [BreaksOnRead(good=1000)], Child(cmd), on_sample=lambda s, m: seen.append(s.t_s)
     )
-    assert len(seen) == 10  # ticks only: the final read at the command's exit goes to the report
-    for k, t in enumerate(seen, 1):
-        assert abs(t - k * 0.1) < 0.05, (k, t)
+    # Ticks only (the final read at the command's exit goes to the report). Each sits on the 0.1 s grid:
+    # a loop that slept 0.1 s after each sample would drift by its own cost at every tick. A tick late
+    # under load is skipped, not shifted, so there may be one fewer.
+    assert 9 <= len(seen) <= 10
+    for t in seen:
+        assert abs(t - round(t / 0.1) * 0.1) < 0.03, seen
+    assert seen[-1] > 0.95

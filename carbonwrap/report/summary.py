@@ -38,6 +38,8 @@ def format_duration(s: float) -> str:
 
 
 def equivalent(g: float) -> str:
+    if g <= 0:
+        return "nothing to compare"
     metres = g / CAR_G_PER_KM * 1000
     unit, scale = next(((u, k) for u, k in (("km", 1e3), ("m", 1.0), ("mm", 1e-3)) if metres >= k), ("µm", 1e-6))
     return f"about as much CO2 as driving a typical car {metres / scale:.3g} {unit} (US EPA, 400 g per mile)"
