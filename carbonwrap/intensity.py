@@ -76,10 +76,17 @@ class Table:
         return out
 
     def search(self, query: str) -> list[Region]:
+        """Rows whose code or name contains QUERY: exact codes first, then code prefixes, then the rest."""
         q = query.strip().lower()
-        return [
-            r for r in self.regions if q in r.code.lower() or q in r.name.lower() or (r.alias and q == r.alias.lower())
-        ]
+
+        def rank(r: Region) -> int:
+            code = r.code.lower()
+            if q in (code, (r.alias or "").lower()):
+                return 0
+            return 1 if code.startswith(q) else 2
+
+        found = [r for r in self.regions if q in r.code.lower() or q in r.name.lower() or rank(r) == 0]
+        return sorted(found, key=rank)  # stable: table order within a rank
 
 
 def _zone_name(env: Mapping[str, str], etc: Path) -> str | None:

@@ -156,6 +156,7 @@ def test_regions_command_lists_and_searches(cw) -> None:
     out = r.stdout.decode()
     assert "FR " in out and "44.18" in out and "2024" in out and "Ember" in out
     assert "azure:francecentral" in out
+    assert cw("regions", "fr").stdout.decode().splitlines()[1].startswith("FR ")  # the exact code first
     r = cw("regions", "zzzznothing")
     assert r.returncode == 1 and b"no region matches" in r.stderr
 
