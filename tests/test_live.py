@@ -222,3 +222,9 @@ def test_sparkline() -> None:
     assert sparkline([0, 5, 10], 10) == "▁▅█"
     assert sparkline([3.0] * 100, 60) == "█" * 60
     assert sparkline([], 10) == ""
+
+
+def test_the_command_still_sees_a_terminal(tmux: Tmux) -> None:
+    probe = f"{PY} -c \"import sys; print('isatty', sys.stdin.isatty(), sys.stdout.isatty(), sys.stderr.isatty())\""
+    assert tmux.run(f"carbonwrap -- {probe}") == "0"
+    assert "isatty True True True" in tmux.history()
