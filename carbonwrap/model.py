@@ -45,7 +45,6 @@ class TreeUsage:
     cpu_s: float  # live descendants' utime+stime+cutime+cstime plus our RUSAGE_CHILDREN
     rss_bytes: int  # resident memory of the live descendants
     reaped_peak_rss_bytes: int  # largest peak resident memory of any finished descendant (ru_maxrss)
-    processes: int  # live descendants
     machine_busy_s: float  # busy CPU seconds of all threads since boot
     threads: int  # hardware threads of the machine
 

@@ -224,7 +224,6 @@ class Child:
             cpu_s=ru.ru_utime + ru.ru_stime + sum(p.cpu_s for p in members.values()),
             rss_bytes=sum(p.rss_bytes for p in members.values()),
             reaped_peak_rss_bytes=ru.ru_maxrss * 1024,  # Linux reports kilobytes
-            processes=len(members),
             machine_busy_s=busy,
             threads=self.threads,
         )

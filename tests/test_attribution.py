@@ -39,7 +39,7 @@ def test_resident_share() -> None:
 
 
 def _usage(cpu: float, busy: float, rss: int = 0) -> TreeUsage:
-    return TreeUsage(cpu, rss, 0, 0, busy, 4)
+    return TreeUsage(cpu_s=cpu, rss_bytes=rss, reaped_peak_rss_bytes=0, machine_busy_s=busy, threads=4)
 
 
 def test_meter_scopes_and_memory_share() -> None:

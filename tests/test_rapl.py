@@ -12,12 +12,12 @@ from carbonwrap.model import TreeUsage
 from carbonwrap.sensors import open_sensors, rapl
 from tests import fakes
 
-IDLE = TreeUsage(cpu_s=0.0, rss_bytes=0, reaped_peak_rss_bytes=0, processes=0, machine_busy_s=0.0, threads=4)
+IDLE = TreeUsage(cpu_s=0.0, rss_bytes=0, reaped_peak_rss_bytes=0, machine_busy_s=0.0, threads=4)
 
 
 def usage(t: float) -> TreeUsage:
     """The tree using the whole machine: charged energy equals machine energy, which keeps sums exact."""
-    return TreeUsage(t * 4, 0, 0, 0, t * 4, 4)
+    return TreeUsage(cpu_s=t * 4, rss_bytes=0, reaped_peak_rss_bytes=0, machine_busy_s=t * 4, threads=4)
 
 
 def run_meter(sensor: rapl.RaplSensor, fp: fakes.FakePowercap, watts: dict[str, float], ticks: int) -> Meter:

@@ -103,7 +103,6 @@ class LivePanel:
         self.history: deque[float] = deque(maxlen=60)  # total power, one value per second
         self._second = -1
         self._last_draw = -1.0
-        self.draw_cpu_s = 0.0
         self.draws = 0
 
     def _write(self, text: str) -> None:
@@ -146,9 +145,7 @@ class LivePanel:
         now = self.clock()
         if self.rows and now - self._last_draw >= MIN_REDRAW_S:
             self._last_draw = now
-            t = time.process_time()
             self._write(self._frame())
-            self.draw_cpu_s += time.process_time() - t
             self.draws += 1
 
     def stop(self) -> None:

@@ -58,7 +58,6 @@ class Pushgateway:
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
         self.warning: str | None = None
-        self.pushes = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -71,8 +70,6 @@ class Pushgateway:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 resp.read()
-            with self._lock:
-                self.pushes += 1
             return True
         except urllib.error.HTTPError as e:
             body = e.read(200).decode("utf-8", "replace").strip().replace("\n", " ")
