@@ -10,7 +10,7 @@ from types import ModuleType
 
 from carbonwrap.errors import SensorError
 from carbonwrap.model import Intensity
-from carbonwrap.sensors import nvidia_driver_present, rapl
+from carbonwrap.sensors import nvidia_driver_present, nvml, rapl
 
 GROUP = "powercap"
 UDEV_RULE = (
@@ -106,8 +106,7 @@ def _gpu(proc: Path, load_nvml: Callable[[], ModuleType]) -> Finding:
     except (OSError, IndexError):
         kernel = "NVIDIA kernel module present"
     try:
-        nvml = load_nvml()
-        nvml.nvmlInit()
+        driver, devices = nvml.describe(load_nvml())
     except Exception as e:  # ImportError, or the library's own NVMLError with its code
         return Finding(
             "gpu",
@@ -120,28 +119,20 @@ def _gpu(proc: Path, load_nvml: Callable[[], ModuleType]) -> Finding:
                 "pip install nvidia-ml-py",
             ),
         )
-    try:
-        details = [kernel, f"NVML driver version {_text(nvml.nvmlSystemGetDriverVersion())}"]
-        for i in range(nvml.nvmlDeviceGetCount()):
-            h = nvml.nvmlDeviceGetHandleByIndex(i)
-            try:
-                nvml.nvmlDeviceGetTotalEnergyConsumption(h)
-                how = "energy counter (nvmlDeviceGetTotalEnergyConsumption)"
-            except nvml.NVMLError as e:
-                how = f"no energy counter ({e}): power would be integrated"
-            details.append(f"GPU {i}: {_text(nvml.nvmlDeviceGetName(h))}: {how}")
-    finally:
-        nvml.nvmlShutdown()
+    details = [kernel, f"NVML driver version {driver}"]
+    for d in devices:
+        how = (
+            "energy counter (nvmlDeviceGetTotalEnergyConsumption)"
+            if d.energy_counter
+            else f"no energy counter ({d.why_not}): power would be integrated"
+        )
+        details.append(f"GPU {d.index}: {d.name}: {how}")
     return Finding(
         "gpu",
         "unreadable",
         "NVML works, but this version of carbonwrap does not measure GPUs yet",
         tuple(details),
     )
-
-
-def _text(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _virtual(proc: Path, container: bool) -> Finding:
@@ -182,7 +173,7 @@ def diagnose(
     findings = [f for f in found if f.topic in ("cpu", "dram")]
     findings += [f for f in _estimate(proc, cpu_watts, estimated) if f.topic not in status]
     findings.sort(key=lambda f: ("cpu", "dram").index(f.topic))
-    findings.append(_gpu(proc, load_nvml or _import_pynvml))
+    findings.append(_gpu(proc, load_nvml or nvml.load))
     findings += [f for f in found if f.topic == "powercap"]
     where = f"{intensity.region} {intensity.name or ''}".strip() if intensity.region else "fixed figure"
     findings.append(
@@ -195,12 +186,6 @@ def diagnose(
     )
     findings.append(_virtual(proc, container))
     return findings
-
-
-def _import_pynvml() -> ModuleType:
-    import importlib
-
-    return importlib.import_module("pynvml")
 
 
 def exit_status(findings: list[Finding]) -> int:
