@@ -127,3 +127,26 @@ def test_baseline_is_measured_and_recorded(cw, tmp_path: Path) -> None:
     assert r.returncode == 0
     out = json.loads(rec.read_text())
     assert out["baseline_w"]["cpu"] > 0 and out["baseline_w"]["dram"] > 0
+
+
+def test_baseline_charges_power_above_idle_by_busy_share(cw, tmp_path: Path) -> None:
+    # The fake package is still during the baseline (idle 0 W), then gains 100 J while the tree keeps one
+    # thread busy. With the baseline the tree pays for power above idle by its share of the busy time, nearly
+    # all of it; without, by its share of the capacity, about 1/threads.
+    charged = {}
+    for args in ([], ["--baseline", "0.3"]):
+        sysfs = tmp_path / f"sys{len(args)}"
+        fp = fakes.amd_epyc(sysfs)
+        rec = tmp_path / f"r{len(args)}.json"
+        burn = f"{sys.executable} -c 'import time\nend = time.time() + 1.6\nwhile time.time() < end: pass'"
+        advance = shlex.join(fakes.advance_command({fp.zone_dir("intel-rapl:0"): 100.0}))
+        opts = ["--sysfs", str(sysfs), "-i", "0.05", *args]
+        r = cw("-q", *opts, "-o", str(rec), "--", "sh", "-c", f"{burn} & {advance}; wait")
+        assert r.returncode == 0, r.stderr
+        out = json.loads(rec.read_text())
+        assert out["machine_energy_j"]["cpu"] == pytest.approx(100.0, abs=1e-4)
+        charged[bool(args)] = out["energy_j"]["cpu"]
+    threads = os.cpu_count() or 1
+    assert charged[False] == pytest.approx(100.0 / threads, rel=0.4)
+    assert charged[True] > 70.0, charged
+    assert json.loads((tmp_path / "r2.json").read_text())["baseline_w"]["cpu"] == 0.0
