@@ -12,7 +12,7 @@ from typing import Any
 
 from carbonwrap import session
 from carbonwrap.budget import Budget
-from carbonwrap.errors import CarbonwrapError
+from carbonwrap.errors import CarbonwrapError, LaunchError
 from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, RunOptions, RunReport, Sample, co2e_g
 from carbonwrap.report import say, stderr_is_terminal
@@ -56,7 +56,7 @@ def run(options: RunOptions) -> int:
             try:
                 idle_w = session.measure_idle(sensors, child, options.baseline_s)
             except KeyboardInterrupt:
-                raise CarbonwrapError("interrupted during --baseline; nothing was launched") from None
+                raise LaunchError("interrupted during --baseline; nothing was launched", 130) from None
         try:
             report = session.run(
                 options,

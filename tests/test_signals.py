@@ -120,3 +120,14 @@ def test_sigterm_that_kills_the_command_still_gives_summary_and_record(tmp_path:
     assert b"killed by signal 15" in err
     lines = rec.read_text().splitlines()
     assert len(lines) == 2 and ",143,15," in lines[1]
+
+
+def test_ctrl_c_during_the_baseline_launches_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "launched"
+    p = subprocess.Popen([*CW, "--baseline", "5", "--", "touch", str(marker)], env=clean_env(), stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=20)
+    assert p.returncode == 130
+    assert b"interrupted during --baseline; nothing was launched" in err and b"Traceback" not in err
+    assert not marker.exists()
