@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -100,8 +101,10 @@ def _probe(tmp: Path) -> tuple[list[str], str]:
 
 def _first_instruction(cmd: list[str]) -> float:
     t0 = time.monotonic()
-    out = subprocess.run(cmd, env=env(), check=True, capture_output=True).stdout.split()
-    return float(out[0]) - t0
+    out = subprocess.run(cmd, env=env(), check=True, capture_output=True).stdout.decode("utf-8", "replace")
+    # A wrapper that writes to stdout (codecarbon does) mixes its lines with the probe's: find the timestamp.
+    stamp = next(line for line in out.split() if re.fullmatch(r"\d+\.\d{9}|\d+\.\d+", line))
+    return float(stamp) - t0
 
 
 def latency(reps: int) -> list[Row]:
@@ -364,6 +367,57 @@ def redraw(frames: int) -> list[Row]:
     ]
 
 
+def peer(venv: Path, reps: int, long: float) -> list[Row]:
+    """CodeCarbon's `codecarbon monitor --no-api -- CMD` from VENV, side by side with carbonwrap."""
+    cc = [str(venv / "bin" / "codecarbon"), "monitor", "--no-api", "--"]
+    cw = [*carbonwrap_cmd(), "-q", "--"]
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as d:
+        here = os.getcwd()
+        os.chdir(d)  # codecarbon writes emissions.csv into the current directory
+        try:
+            a, b = [], []
+            for _ in range(reps):
+                a.append(wall([*cw, "true"]))
+                b.append(wall([*cc, "true"]))
+            rows.append(
+                {
+                    "section": "peer",
+                    "figure": "wall time of wrapping `true`: carbonwrap vs codecarbon monitor",
+                    "value": f"{statistics.median(a) * 1e3:.0f} ms vs {statistics.median(b) * 1e3:.0f} ms",
+                    "target": "",
+                    "ok": None,
+                }
+            )
+            probe, _ = _probe(Path(d))
+            via = [_first_instruction([*cw, *probe]) for _ in range(reps)]
+            ccl = [_first_instruction([*cc, *probe]) for _ in range(reps)]
+            rows.append(
+                {
+                    "section": "peer",
+                    "figure": "exec to the child's first instruction: carbonwrap vs codecarbon",
+                    "value": f"{statistics.median(via) * 1e3:.0f} ms vs {statistics.median(ccl) * 1e3:.0f} ms",
+                    "target": "",
+                    "ok": None,
+                }
+            )
+            c1, _, w1 = run_rusage([*cc, "sleep", "2"])
+            c2, _, w2 = run_rusage([*cc, "sleep", str(2 + long)])
+            ours = _steady([], lambda s: ["sleep", str(s)], 2.0, 2.0 + long)
+            rows.append(
+                {
+                    "section": "peer",
+                    "figure": "own CPU per wall second, sleeping command: carbonwrap vs codecarbon",
+                    "value": f"{ours * 100:.3f} % vs {(c2 - c1) / (w2 - w1) * 100:.3f} % of one core",
+                    "target": "",
+                    "ok": None,
+                }
+            )
+        finally:
+            os.chdir(here)
+    return rows
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -398,6 +452,12 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs")
     p.add_argument("--only", default="startup,latency,overhead,memory,accuracy,live")
     p.add_argument("--out", type=Path, default=ROOT / "bench-out", help="folder for bench.json")
+    p.add_argument(
+        "--codecarbon",
+        type=Path,
+        metavar="VENV",
+        help="also measure `codecarbon monitor --no-api -- CMD` from this virtual environment",
+    )
     a = p.parse_args()
     reps = 7 if a.quick else 21
     sections: dict[str, Callable[[], list[Row]]] = {
@@ -408,6 +468,9 @@ def main() -> None:
         "accuracy": accuracy,
         "live": lambda: redraw(2_000 if a.quick else 20_000),
     }
+    if a.codecarbon:
+        sections["peer"] = lambda: peer(a.codecarbon, 7 if a.quick else 11, 4.0 if a.quick else 20.0)
+        a.only += ",peer"
     rows: list[Row] = []
     for name in a.only.split(","):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
