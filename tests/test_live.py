@@ -169,6 +169,7 @@ def test_no_live_and_quiet_draw_nothing(tmux: Tmux) -> None:
 
 
 def test_full_screen_program_is_left_alone(tmux: Tmux) -> None:
+    require_real("less")
     (tmux.tmp / "notes.txt").write_text("".join(f"note {i}\n" for i in range(200)))
     marker = tmux.start_command("carbonwrap -i 0.2 less notes.txt")
     screen = _wait_for(tmux, r"^note 0$")
