@@ -434,7 +434,7 @@ def peer(venv: Path, reps: int, long: float) -> list[Row]:
                 rows.append(
                     {
                         "section": "peer",
-                        "figure": f"own CPU per wall second over {window:g} s of a sleeping command, after start-up: {what}",
+                        "figure": f"own CPU per wall second, {window:g} s of a sleeping command after start-up: {what}",
                         "value": pct(_sampled(cmd, window)) + " of one core",
                         "target": "",
                         "ok": None,
