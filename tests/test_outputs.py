@@ -188,3 +188,26 @@ def test_python_dash_m_and_version(tmp_path: Path) -> None:
         [sys.executable, "-m", "carbonwrap", "--version"], capture_output=True, env=clean_env(), check=False
     )
     assert r.returncode == 0 and b"carbonwrap" in r.stdout
+
+
+def test_an_append_that_fails_midway_leaves_no_half_record(tmp_path: Path) -> None:
+    import resource
+
+    log = tmp_path / "runs.jsonl"
+    subprocess.run([*CW, "-q", "-o", str(log), "--", "true"], env=clean_env(), check=True)
+    before = log.read_bytes()
+    limit = len(before) + 100  # room for 100 bytes of the next record: the write fails part way (EFBIG)
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run(
+        [*CW, "-q", "-o", str(log), "--", "true"],
+        env=clean_env(),
+        preexec_fn=small_files,
+        capture_output=True,
+        check=False,
+    )
+    assert r.returncode == 1
+    assert b"cannot write" in r.stderr and json.loads(r.stderr.decode().splitlines()[-1])["exit_code"] == 0
+    assert log.read_bytes() == before  # cut back to the last whole record

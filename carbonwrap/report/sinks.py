@@ -65,12 +65,18 @@ def _append(p: Path, text: str, header: str | None) -> None:
     fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        if header is not None and os.fstat(fd).st_size == 0:
+        size = os.fstat(fd).st_size
+        if header is not None and size == 0:
             text = header + text
         data = text.encode("utf-8")
-        while data:
-            n = os.write(fd, data)
-            data = data[n:]
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError:
+            # A disk that fills mid-write would leave half a line: cut back to the last whole record.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
     finally:
         os.close(fd)  # closing releases the lock
 
