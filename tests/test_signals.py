@@ -124,7 +124,14 @@ def test_sigterm_that_kills_the_command_still_gives_summary_and_record(tmp_path:
 
 def test_ctrl_c_during_the_baseline_launches_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "launched"
-    p = subprocess.Popen([*CW, "--baseline", "5", "--", "touch", str(marker)], env=clean_env(), stderr=subprocess.PIPE)
+    # A shell starts background jobs with SIGINT ignored, and carbonwrap rightly keeps what it inherits;
+    # give it the default, as a terminal would, whatever started this test run.
+    p = subprocess.Popen(
+        [*CW, "--baseline", "5", "--", "touch", str(marker)],
+        env=clean_env(),
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(1.0)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=20)
