@@ -147,6 +147,7 @@ class Child:
         self._on_signal = on_signal
         self._waited = set(FORWARDED) | {signal.SIGCHLD} | self._extra
         self.threads = psutil.cpu_count() or 1
+        self._old_mask: set[int | signal.Signals] | None = None
 
     def spawn(self) -> int:
         """Start the command (execvp semantics) or raise LaunchError with exit status 127 or 126."""
@@ -156,6 +157,7 @@ class Child:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.subreaper = _subreaper()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, self._waited)
+        self._old_mask = old
         try:
             # posix_spawnp: vfork speed, PATH lookup, exec errors reported back. The child gets an empty
             # signal mask and default SIGPIPE/SIGXFSZ (Python ignores both; a shell would not).
@@ -170,6 +172,16 @@ class Child:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
             raise _launch_error(self.command[0], e) from None
         return self.pid
+
+    def release(self) -> None:
+        """Give back the signal mask spawn() took, for callers that live on after the run (tests, libraries).
+
+        carbonwrap's own command line never calls it: its signals stay blocked until it exits, so that a
+        SIGTERM arriving while the records are written cannot cut them short.
+        """
+        if self._old_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+            self._old_mask = None
 
     def wait(self, timeout_s: float) -> bool:
         """Sleep up to `timeout_s`, handling signals as they come; True once the command has exited."""

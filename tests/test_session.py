@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
 
 from carbonwrap import session
 from carbonwrap.model import Intensity, Reading, RunOptions, SensorInfo
@@ -30,32 +32,49 @@ class BreaksOnRead:
         pass
 
 
+@pytest.fixture
+def child_of() -> Iterator[Callable[[tuple[str, ...]], Child]]:
+    """A Child whose signal mask is given back after the test: the session blocks signals in-process."""
+    made: list[Child] = []
+
+    def make(cmd: tuple[str, ...]) -> Child:
+        made.append(Child(cmd))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.release()
+
+
 def _options(*command: str, interval: float = 0.05) -> RunOptions:
     return RunOptions(command=command, intensity=WORLD, interval_s=interval, label="t")
 
 
-def test_a_failing_sensor_mid_run_keeps_the_commands_status() -> None:
+def test_a_failing_sensor_mid_run_keeps_the_commands_status(child_of) -> None:
     cmd = (sys.executable, "-c", "import time, sys; time.sleep(0.5); sys.exit(9)")
     sensor = BreaksOnRead(good=3)
-    report = session.run(_options(*cmd), [sensor], Child(cmd))
+    report = session.run(_options(*cmd), [sensor], child_of(cmd))
     assert report.exit_code == 9
     assert any("measurement stopped at" in w and "driver went away" in w for w in report.warnings)
     assert report.machine_energy_j["cpu"] == 20.0  # the reads before the failure still count
     assert report.duration_s >= 0.5
 
 
-def test_a_failing_final_read_keeps_the_commands_status() -> None:
+def test_a_failing_final_read_keeps_the_commands_status(child_of) -> None:
     cmd = (sys.executable, "-c", "raise SystemExit(4)")
-    report = session.run(_options(*cmd, interval=60), [BreaksOnRead(good=1)], Child(cmd))
+    report = session.run(_options(*cmd, interval=60), [BreaksOnRead(good=1)], child_of(cmd))
     assert report.exit_code == 4
     assert any("the final read failed" in w for w in report.warnings)
 
 
-def test_ticks_do_not_drift() -> None:
+def test_ticks_do_not_drift(child_of) -> None:
     cmd = ("sleep", "1.05")
     seen: list[float] = []
     session.run(
-        _options(*cmd, interval=0.1), [BreaksOnRead(good=1000)], Child(cmd), on_sample=lambda s, m: seen.append(s.t_s)
+        _options(*cmd, interval=0.1),
+        [BreaksOnRead(good=1000)],
+        child_of(cmd),
+        on_sample=lambda s, m: seen.append(s.t_s),
     )
     # Ticks only (the final read at the command's exit goes to the report). Each sits on the 0.1 s grid:
     # a loop that slept 0.1 s after each sample would drift by its own cost at every tick. A tick late
@@ -64,3 +83,14 @@ def test_ticks_do_not_drift() -> None:
     for t in seen:
         assert abs(t - round(t / 0.1) * 0.1) < 0.03, seen
     assert seen[-1] > 0.95
+
+
+def test_release_gives_the_signal_mask_back(child_of) -> None:
+    import signal
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    child = Child(("true",))
+    session.run(_options("true"), [BreaksOnRead(good=10)], child)
+    assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # held until the process ends
+    child.release()
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
