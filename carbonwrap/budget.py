@@ -10,12 +10,12 @@ MASS_G = {"mg": 1e-3, "g": 1.0, "kg": 1e3, "t": 1e6}
 ENERGY_J = {"j": 1.0, "kj": 1e3, "wh": 3600.0, "kwh": 3.6e6, "mwh": 3.6e9}
 
 
-def parse_amount(text: str, units: dict[str, float], what: str) -> float:
+def parse_amount(text: str, units: dict[str, float]) -> float:
     """'1.5kg' -> 1500.0 with MASS_G; raises ValueError with a message that shows the accepted form."""
     m = _AMOUNT.match(text)
     if not m or m.group(2).lower() not in units:
-        shown = "mg, g, kg, t" if units is MASS_G else "J, kJ, Wh, kWh, MWh"
-        raise ValueError(f"{what} needs a number and a unit ({shown}), got '{text}'; e.g. 250g or 1.5kWh")
+        shown, example = ("mg, g, kg, t", "250g") if units is MASS_G else ("J, kJ, Wh, kWh, MWh", "1.5kWh")
+        raise ValueError(f"needs a number and a unit ({shown}), got '{text}'; e.g. {example}")
     return float(m.group(1)) * units[m.group(2).lower()]
 
 

@@ -15,11 +15,10 @@ from carbonwrap import __version__
 from carbonwrap.cli.params import (
     CONTEXT,
     run_options,
+    valid_amount,
     valid_cpu_watts,
-    valid_energy,
     valid_gateway,
     valid_interval,
-    valid_mass,
     valid_non_negative,
     valid_outputs,
     valid_positive,
@@ -124,8 +123,8 @@ RESERVED = ("regions", "doctor", "report")
     default=True,
     help="Append a Markdown table to $GITHUB_STEP_SUMMARY when it is set [default: on].",
 )
-@click.option("--max-co2e", metavar="AMOUNT", callback=valid_mass, help="Carbon budget: 500mg, 20g, 1.5kg.")
-@click.option("--max-energy", metavar="AMOUNT", callback=valid_energy, help="Energy budget: 900J, 50Wh, 2kWh.")
+@click.option("--max-co2e", metavar="AMOUNT", callback=valid_amount, help="Carbon budget: 500mg, 20g, 1.5kg.")
+@click.option("--max-energy", metavar="AMOUNT", callback=valid_amount, help="Energy budget: 900J, 50Wh, 2kWh.")
 @click.option(
     "--on-budget",
     type=click.Choice(["warn", "fail", "kill"]),

@@ -51,24 +51,14 @@ def valid_outputs(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     return value
 
 
-def valid_mass(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+def valid_amount(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """--max-co2e in grams or --max-energy in joules, from an amount with its unit."""
     if value is None:  # each validator imports what it needs only when its option is given
         return None
-    from carbonwrap.budget import MASS_G, parse_amount
+    from carbonwrap.budget import ENERGY_J, MASS_G, parse_amount
 
     try:
-        return parse_amount(value, MASS_G, "--max-co2e")
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def valid_energy(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    from carbonwrap.budget import ENERGY_J, parse_amount
-
-    try:
-        return parse_amount(value, ENERGY_J, "--max-energy")
+        return parse_amount(value, MASS_G if param.name == "max_co2e" else ENERGY_J)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
 
