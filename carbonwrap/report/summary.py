@@ -72,7 +72,9 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     share = f"{total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else "machine 0 J"
     charged_to = "the command's process tree" if scope == "tree" else "the whole machine"
     # A total that contains a modelled domain is itself an estimate, and says so.
-    estimated_total = any(s["method"] == "estimated" for s in rec["sensors"] if rec["energy_j"].get(s["domain"]))
+    estimated_total = any(
+        s["method"] == "estimated" for s in rec["sensors"] if rec["energy_j"].get(s["domain"]) is not None
+    )
     tag = " (estimated)" if estimated_total else ""
     line = f"{format_energy(total)}{tag} charged to {charged_to}"
     if scope != "machine":
