@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def run(options: RunOptions) -> int:
         from carbonwrap.report.push import Pushgateway
 
         gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
-        callbacks.append(_periodic_push(options, gateway))
+        callbacks.append(_periodic_push(options, gateway, [asdict(i) for s in sensors for i in s.info]))
     if panel is not None:
         callbacks.append(_panel_update(options, panel))
     elif options.progress_s and not options.quiet:
@@ -147,7 +148,7 @@ def _notify(message: str) -> None:
     say(f"carbonwrap: {message}\n")
 
 
-def _periodic_push(options: RunOptions, gateway: Any) -> Any:
+def _periodic_push(options: RunOptions, gateway: Any, sensors: list[dict[str, str]]) -> Any:
     """An on_sample callback that pushes the totals so far every --push-interval seconds, off the loop."""
     from carbonwrap.report.sinks import prometheus_text
 
@@ -157,12 +158,12 @@ def _periodic_push(options: RunOptions, gateway: Any) -> Any:
         if sample.t_s - last[0] < options.push_interval_s:
             return
         last[0] = sample.t_s
-        gateway.push_in_background(prometheus_text(partial_record(options, meter, sample)))
+        gateway.push_in_background(prometheus_text(partial_record(options, meter, sample, sensors)))
 
     return on_sample
 
 
-def partial_record(options: RunOptions, meter: Meter, sample: Sample) -> dict[str, Any]:
+def partial_record(options: RunOptions, meter: Meter, sample: Sample, sensors: list[dict[str, str]]) -> dict[str, Any]:
     """What the Prometheus families need, for a run still going: totals so far, no exit status yet."""
     energy: dict[str, float | None] = {d: meter.charged_j.get(d) for d in DOMAINS}
     machine: dict[str, float | None] = {d: meter.machine_j.get(d) for d in DOMAINS}
@@ -175,6 +176,7 @@ def partial_record(options: RunOptions, meter: Meter, sample: Sample) -> dict[st
         "energy_j": energy,
         "machine_energy_j": machine,
         "co2e_g": co2e_g(energy["total"] or 0.0, options.pue, options.intensity.g_per_kwh),
+        "sensors": sensors,
         "duration_s": sample.t_s,
         "cpu_time_s": sample.tree_cpu_s,
         "exit_code": None,

@@ -159,6 +159,9 @@ def test_prometheus_textfile_parses_with_the_reference_parser(cw, tmp_path: Path
     }
     energy = {(s.labels["domain"], s.labels["scope"]): s.value for s in families["carbonwrap_energy_joules"].samples}
     assert {("cpu", "tree"), ("cpu", "machine"), ("total", "tree"), ("total", "machine")} <= set(energy)
+    # This machine has no RAPL: every energy series and the CO2e say they are estimates.
+    assert {x.labels["method"] for x in families["carbonwrap_energy_joules"].samples} == {"estimated"}
+    assert families["carbonwrap_co2e_grams"].samples[0].labels["method"] == "estimated"
     exit_sample = families["carbonwrap_exit_code"].samples[0]
     assert exit_sample.value == 4
     assert exit_sample.labels["label"] == 'say "hi"\\n' and exit_sample.labels["team"] == "ml"
@@ -175,11 +178,13 @@ def test_prometheus_text_in_machine_scope_has_no_duplicate_series() -> None:
         "cpu_time_s": 1.0,
         "exit_code": 0,
         "ended_at": "2026-01-01T00:00:00.000Z",
+        "sensors": [{"domain": "cpu", "name": "package-0", "method": "measured", "detail": "RAPL"}],
         "energy_j": {"cpu": 1.0, "dram": None, "gpu": None, "total": 1.0},
         "machine_energy_j": {"cpu": 1.0, "dram": None, "gpu": None, "total": 1.0},
     }
     text = prometheus_text(rec)
-    assert text.count('carbonwrap_energy_joules{label="x",domain="cpu",scope="machine"}') == 1
+    assert text.count('carbonwrap_energy_joules{label="x",domain="cpu",scope="machine",method="measured"}') == 1
+    assert 'carbonwrap_co2e_grams{label="x",method="measured"}' in text
     assert "dram" not in text
 
 

@@ -132,15 +132,22 @@ def prometheus_text(rec: dict[str, Any]) -> str:
         for extra, value in samples:
             lines.append(f"{name}{{{_labels({**base, **extra})}}} {value!r}")
 
+    # method="estimated" wherever a modelled domain is in the figure, as the summary and the CSV say.
+    modelled = {s["domain"] for s in rec["sensors"] if s["method"] == "estimated"}
+    present = [d for d in ("cpu", "dram", "gpu") if rec["energy_j"][d] is not None]
+    method = {d: "estimated" if d in modelled else "measured" for d in present}
+    method["total"] = "estimated" if modelled & set(present) else "measured"
     energy: list[tuple[dict[str, str], float]] = []
     for domain in ("cpu", "dram", "gpu", "total"):
         charged, machine = rec["energy_j"][domain], rec["machine_energy_j"][domain]
+        how = {"method": method.get(domain, "measured")}
         if charged is not None:
-            energy.append(({"domain": domain, "scope": rec["scope"]}, float(charged)))
+            energy.append(({"domain": domain, "scope": rec["scope"], **how}, float(charged)))
         if machine is not None and rec["scope"] != "machine":
-            energy.append(({"domain": domain, "scope": "machine"}, float(machine)))
+            energy.append(({"domain": domain, "scope": "machine", **how}, float(machine)))
     family("carbonwrap_energy_joules", "Energy of the last run, before PUE.", energy)
-    family("carbonwrap_co2e_grams", "CO2e of the last run in grams.", [({}, float(rec["co2e_g"]))])
+    co2e = [({"method": method["total"]}, float(rec["co2e_g"]))]
+    family("carbonwrap_co2e_grams", "CO2e of the last run in grams.", co2e)
     family("carbonwrap_duration_seconds", "Wall time of the last run.", [({}, float(rec["duration_s"]))])
     family("carbonwrap_cpu_seconds", "CPU time of the command's process tree.", [({}, float(rec["cpu_time_s"]))])
     if rec.get("exit_code") is not None:  # a run still going (a periodic push) has neither yet
