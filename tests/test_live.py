@@ -161,11 +161,14 @@ def test_small_terminal_gets_a_one_line_status(tmux: Tmux) -> None:
     _assert_lines_once_in_order(tmux.history(), 500)
 
 
-def test_no_live_and_quiet_draw_nothing(tmux: Tmux) -> None:
-    marker = tmux.start_command(f"carbonwrap --no-live -i 0.2 -- {PRINT_500}")
+@pytest.mark.parametrize("flag", ["--no-live", "-q"])
+def test_no_live_and_quiet_draw_nothing(tmux: Tmux, flag: str) -> None:
+    marker = tmux.start_command(f"carbonwrap {flag} -i 0.2 -- {PRINT_500}")
     _wait_for(tmux, r"^line 02\d\d")
-    assert not any("carbonwrap:" in line for line in tmux.screen())
+    assert not any("carbonwrap" in line for line in tmux.screen())
     assert tmux.wait_marker(marker) == "0"
+    if flag == "-q":
+        assert "CO2e" not in tmux.history()  # no summary either
 
 
 def test_full_screen_program_is_left_alone(tmux: Tmux) -> None:
