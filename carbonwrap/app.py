@@ -18,7 +18,7 @@ from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, RunOptions, RunReport, Sample, co2e_g
 from carbonwrap.report import say, stderr_is_terminal
 from carbonwrap.runner import Child
-from carbonwrap.sensors import nvidia_driver_present, open_sensors
+from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
 
 EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded
 
@@ -26,30 +26,31 @@ EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded
 def run(options: RunOptions) -> int:
     """Measure the command and present the result; returns the exit status carbonwrap should end with."""
     sensors, warnings = open_sensors(Path(options.sysfs), options.cpu_watts)
-    if options.gpu is True or (options.gpu is None and nvidia_driver_present()):
-        warnings.append(
-            "an NVIDIA GPU was asked for or its driver is present, but this version does not measure GPUs "
-            "yet: GPU energy is not in the totals"
-        )
-    panel = _panel(options, sensors)
-    child = Child(
-        options.command,
-        extra_signals=(signal.SIGWINCH,) if panel else (),
-        on_signal=(lambda _sig: panel.resize()) if panel else None,
-    )
-    budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
-    callbacks: list[Callable[[Sample, Meter], None]] = []
-    gateway = None
-    if options.pushgateway:
-        from carbonwrap.report.push import Pushgateway
-
-        gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
-        callbacks.append(_periodic_push(options, gateway, [asdict(i) for s in sensors for i in s.info]))
-    if panel is not None:
-        callbacks.append(_panel_update(options, panel))
-    elif options.progress_s and not options.quiet:
-        callbacks.append(_progress(options))
+    panel = None
     try:
+        panel = _panel(options, sensors)
+        child = Child(
+            options.command,
+            extra_signals=(signal.SIGWINCH,) if panel else (),
+            on_signal=(lambda _sig: panel.resize()) if panel else None,
+        )
+        gpu = None
+        if options.gpu is True or (options.gpu is None and nvidia_driver_present()):
+            gpu = open_gpu(child.tree_pids, options.gpu is True, warnings)  # before the launch: the whole run
+            if gpu is not None:
+                sensors.append(gpu)
+        budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
+        callbacks: list[Callable[[Sample, Meter], None]] = []
+        gateway = None
+        if options.pushgateway:
+            from carbonwrap.report.push import Pushgateway
+
+            gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
+            callbacks.append(_periodic_push(options, gateway, [asdict(i) for s in sensors for i in s.info]))
+        if panel is not None:
+            callbacks.append(_panel_update(options, panel))
+        elif options.progress_s and not options.quiet:
+            callbacks.append(_progress(options))
         if panel is not None:
             panel.start()  # before the launch: no output of the command can come before the reserved rows
         idle_w = None
@@ -68,6 +69,7 @@ def run(options: RunOptions) -> int:
                 budget=budget if budget.active else None,
                 notify=_notify,
                 on_sample=_all(callbacks) if callbacks else None,
+                devices=gpu.devices if gpu is not None else None,
             )
         except (CarbonwrapError, KeyboardInterrupt):
             raise
@@ -79,7 +81,7 @@ def run(options: RunOptions) -> int:
         if panel is not None:
             panel.stop()  # on every path: the command's end, its death, our own failure
         for s in sensors:
-            s.close()
+            s.close()  # nvmlShutdown included
     try:
         return present(options, report, gateway)
     except Exception as e:  # the command has exited: its status wins over our failure

@@ -120,19 +120,22 @@ def _gpu(proc: Path, load_nvml: Callable[[], ModuleType]) -> Finding:
             ),
         )
     details = [kernel, f"NVML driver version {driver}"]
+    if not devices:
+        return Finding("gpu", "absent", "NVML works but lists no GPU: no GPU to measure", tuple(details))
     for d in devices:
         how = (
             "energy counter (nvmlDeviceGetTotalEnergyConsumption)"
             if d.energy_counter
-            else f"no energy counter ({d.why_not}): power would be integrated"
+            else f"no energy counter ({d.why_not}): power is integrated over each interval"
         )
-        details.append(f"GPU {d.index}: {d.name}: {how}")
-    return Finding(
-        "gpu",
-        "unreadable",
-        "NVML works, but this version of carbonwrap does not measure GPUs yet",
-        tuple(details),
-    )
+        who = (
+            "processes listed, charged by SM utilisation"
+            if not d.processes
+            else f"processes not listed ({d.processes}): charged by who holds /dev/nvidiaN open"
+        )
+        mig = "; MIG mode: measured and charged per GPU, not per instance" if d.mig else ""
+        details.append(f"GPU {d.index}: {d.name}: {how}; {who}{mig}")
+    return Finding("gpu", "measured", f"NVML: {len(devices)} GPU(s) measured", tuple(details))
 
 
 def _virtual(proc: Path, container: bool) -> Finding:

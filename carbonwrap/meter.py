@@ -42,6 +42,8 @@ class Meter:
         self.machine_j: dict[str, float] = {}
         self.charged_j: dict[str, float] = {}
         self.warnings: list[str] = []
+        # (domain, channel) -> [machine J, charged J]: what the record lists per device.
+        self.channel_j: dict[tuple[str, str], list[float]] = {}
         self._channels: dict[tuple[str, str], _Channel] = {}
         self._usage: TreeUsage | None = None
         self._t_s = 0.0
@@ -63,10 +65,20 @@ class Meter:
         assert self._usage is not None, "prime() first"
         dt = max(now_s - self._t_s, 0.0)
         energy: dict[str, float] = {}
+        shared: dict[str, float] = {}  # energy of channels that carry their own share, charged directly
+        direct: dict[str, float] = {}
         basis: dict[str, int] = {}
+        power: dict[str, float] = {}
+        deltas: list[tuple[Reading, float]] = []
         for r in readings:
             e = self._delta(r, now_s, dt)
+            deltas.append((r, e))
             energy[r.domain] = energy.get(r.domain, 0.0) + e
+            now_w = r.power_now_w if r.power_now_w is not None and r.error is None else (e / dt if dt > 0 else 0.0)
+            power[r.domain] = power.get(r.domain, 0.0) + now_w
+            if r.share is not None:
+                shared[r.domain] = shared.get(r.domain, 0.0) + e
+                direct[r.domain] = direct.get(r.domain, 0.0) + (e if self.scope == "machine" else e * r.share)
             if r.basis_bytes is not None:
                 basis[r.domain] = basis.get(r.domain, 0) + r.basis_bytes
 
@@ -75,19 +87,28 @@ class Meter:
         busy = usage.machine_busy_s - prev.machine_busy_s
         capacity = usage.threads * dt
         charged: dict[str, float] = {}
-        for domain, e in energy.items():
+        for domain, total in energy.items():
+            e = total - shared.get(domain, 0.0)
             if self.scope == "machine":
                 c = e
             elif domain in basis:
                 c = e * attribution.resident_share(_interval_rss(prev, usage, tree_cpu), basis[domain])
             else:
                 c = attribution.charge(e, dt, tree_cpu, busy, capacity, self.idle_w.get(domain))
-            charged[domain] = c
-            self.machine_j[domain] = self.machine_j.get(domain, 0.0) + e
-            self.charged_j[domain] = self.charged_j.get(domain, 0.0) + c
+            charged[domain] = c + direct.get(domain, 0.0)
+            self.machine_j[domain] = self.machine_j.get(domain, 0.0) + total
+            self.charged_j[domain] = self.charged_j.get(domain, 0.0) + charged[domain]
+        for r, e in deltas:
+            if r.share is not None:
+                c = e if self.scope == "machine" else e * r.share
+            else:  # a channel charged with its domain: its part of the domain's charge, by energy
+                rest = energy[r.domain] - shared.get(r.domain, 0.0)
+                c = (charged[r.domain] - direct.get(r.domain, 0.0)) * e / rest if rest > 0 else 0.0
+            acc = self.channel_j.setdefault((r.domain, r.name), [0.0, 0.0])
+            acc[0] += e
+            acc[1] += c
 
         self._usage, self._t_s = usage, now_s
-        power = {d: (e / dt if dt > 0 else 0.0) for d, e in energy.items()}
         return Sample(now_s, dt, energy, charged, power, usage.cpu_s)
 
     def _delta(self, r: Reading, now_s: float, dt: float) -> float:

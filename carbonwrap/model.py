@@ -25,6 +25,12 @@ class Reading:
     # For the memory estimate: the machine's used memory the power was modelled on. The tree is charged
     # by its resident share of it instead of its CPU share.
     basis_bytes: int | None = None
+    # For a channel that knows who used it (a GPU, from the driver's process list): the fraction of this
+    # interval's energy that the tree caused. None: the tree is charged by its CPU share.
+    share: float | None = None
+    # Power at the instant of the read, where the hardware has a figure fresher than the interval's mean
+    # (NVML's instant power field). Only the live view shows it; energy comes from the counter.
+    power_now_w: float | None = None
     error: str | None = None
 
 
@@ -36,6 +42,19 @@ class SensorInfo:
     name: str
     method: str  # "measured" | "estimated"
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One GPU as the record lists it; `channel` is the name of its readings."""
+
+    index: int
+    name: str
+    uuid: str
+    channel: str
+    method: str  # "energy counter" | "integrated power"
+    mig: bool = False
+    note: str = ""  # how it degraded, if it did
 
 
 @dataclass(frozen=True, slots=True)

@@ -240,6 +240,10 @@ class Child:
             threads=self.threads,
         )
 
+    def tree_pids(self) -> set[int]:
+        """The pids of the command's process tree as of the last usage scan."""
+        return set(self._tree.members)
+
     def leftovers(self) -> list[Proc]:
         """Descendants still running after the command exited (from the last usage scan)."""
         return [p for p in self._tree.members.values() if p.pid != self.pid]

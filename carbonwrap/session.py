@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from carbonwrap.budget import Budget
 from carbonwrap.meter import Meter
-from carbonwrap.model import DOMAINS, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
+from carbonwrap.model import DOMAINS, Device, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
 from carbonwrap.runner import Child
 from carbonwrap.sensors import Sensor
 
@@ -62,10 +62,14 @@ def run(
     budget: Budget | None = None,
     notify: Callable[[str], None] | None = None,
     on_sample: Callable[[Sample, Meter], None] | None = None,
+    devices: Callable[[], Sequence[Device]] | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
 ) -> RunReport:
-    """Launch the command, sample every interval until it exits, and return the report."""
+    """Launch the command, sample every interval until it exits, and return the report.
+
+    `devices` lists the GPUs as they stand at the end; the record gives each its own energy.
+    """
     meter = Meter(options.scope, idle_w)
     t0 = clock()  # the meter counts seconds from here, just before the launch
     usage0 = child.usage(scan=False)
@@ -107,7 +111,8 @@ def run(
         if failure is not None:
             continue  # measurement broke: keep waiting for the command, whose status must pass through
         try:
-            sample = meter.update(read_all(sensors), child.usage(), now - t0)
+            usage = child.usage()  # first: a GPU's share needs the tree as it is now
+            sample = meter.update(read_all(sensors), usage, now - t0)
         except Exception as e:  # carbonwrap's failure must not cost the command
             failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
             continue
@@ -122,7 +127,8 @@ def run(
     final = None
     if failure is None:
         try:
-            final = meter.update(read_all(sensors), child.usage(), t_end - t0)
+            usage = child.usage()
+            final = meter.update(read_all(sensors), usage, t_end - t0)
         except Exception as e:
             failure = f"the final read failed: {e!r}; the totals cover the run until the last sample"
     ended = wall()
@@ -131,10 +137,32 @@ def run(
         meter.warnings.append(failure)
     cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - usage0.cpu_s
     report = _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
+    if devices is not None:
+        report = replace(report, gpus=tuple(gpu_entries(devices(), meter)))
     if budget is None:
         return report
     limits = {"max_co2e_g": budget.max_co2e_g, "max_energy_j": budget.max_energy_j, "on_budget": budget.on_budget}
     return replace(report, budget={**limits, "exceeded": exceeded})
+
+
+def gpu_entries(devices: Sequence[Device], meter: Meter) -> list[dict[str, object]]:
+    """The record's `gpus`: each device with its whole energy and the part charged to the scope."""
+    out: list[dict[str, object]] = []
+    for d in devices:
+        machine_j, charged_j = meter.channel_j.get(("gpu", d.channel), (0.0, 0.0))
+        out.append(
+            {
+                "index": d.index,
+                "name": d.name,
+                "uuid": d.uuid,
+                "energy_j": machine_j,
+                "charged_j": charged_j,
+                "method": d.method,
+                "mig": d.mig,
+                "note": d.note,
+            }
+        )
+    return out
 
 
 def _report(

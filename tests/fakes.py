@@ -1,10 +1,18 @@
-"""Faithful fakes of hardware this machine lacks: a powercap sysfs tree of real files and symlinks."""
+"""Faithful fakes of hardware this machine lacks: a powercap sysfs tree of real files and symlinks, the fake
+NVML module, and a /proc of real files for what the GPU sensor reads there."""
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+FAKE_NVML = Path(__file__).resolve().parent / "fake_nvml"
+_instances = itertools.count()
 
 INTEL_PACKAGE_RANGE_UJ = 262143328850
 INTEL_DRAM_RANGE_UJ = 65712999613
@@ -134,3 +142,28 @@ for _ in range(steps):
 def advance_command(zones: dict[Path, float], steps: int = 10, pause_s: float = 0.1) -> list[str]:
     """The command line of a child that adds `joules` to each zone directory over `steps` steps."""
     return [sys.executable, "-c", ADVANCE, str(steps), str(pause_s), *(f"{d}={j}" for d, j in zones.items())]
+
+
+def fake_nvml(devices: list[dict[str, Any]], **kw: Any) -> ModuleType:
+    """A fresh instance of the fake `pynvml` (its own state), configured with `devices`."""
+    spec = importlib.util.spec_from_file_location(f"fake_pynvml_{next(_instances)}", FAKE_NVML / "pynvml.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    module.configure(devices, **kw)
+    return module
+
+
+def fake_proc(root: Path, processes: dict[int, dict[str, Any]]) -> Path:
+    """A /proc of real files for the GPU sensor: per pid, `fds` (paths its descriptors point at, as
+    symlinks) and `nspid` (its pid in each PID namespace, outermost first)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for pid, p in processes.items():
+        d = root / str(pid)
+        (d / "fd").mkdir(parents=True)
+        for n, target in enumerate(p.get("fds", [])):
+            (d / "fd" / str(n)).symlink_to(target)
+        nspid = "\t".join(str(v) for v in p.get("nspid", [pid]))
+        (d / "status").write_text(f"Name:\tfake\nPid:\t{pid}\nNSpid:\t{nspid}\n")
+    return root

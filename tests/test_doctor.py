@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -62,33 +61,39 @@ def test_empty_tree_in_a_container_suggests_the_host_mount(tmp_path: Path) -> No
     assert doctor.exit_status(f) == 1
 
 
-def _fake_nvml(devices: list[dict]) -> ModuleType:
-    sys.path.insert(0, str(HERE / "fake_nvml"))
-    try:
-        import pynvml as fake  # the fake, found first
-    finally:
-        sys.path.pop(0)
-    assert fake.__file__ and "fake_nvml" in fake.__file__
-    fake.configure(devices)
-    return fake
-
-
 def test_gpu_lines_with_a_driver(tmp_path: Path) -> None:
     proc = tmp_path / "proc"
     (proc / "driver" / "nvidia").mkdir(parents=True)
     (proc / "driver" / "nvidia" / "version").write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15\n")
     (proc / "cpuinfo").write_text("")
     (proc / "stat").write_text("cpu  1 0 1 100 0 0 0 0 0 0\n")
-    fake = _fake_nvml([{"name": "NVIDIA H100 80GB HBM3", "energy_mj": 5}, {"name": "Tesla P100", "energy_mj": None}])
+    fake = fakes.fake_nvml(
+        [
+            {
+                "name": "NVIDIA H100 80GB HBM3",
+                "energy_mj": 5,
+                "mig": True,
+                "errors": {"nvmlDeviceGetComputeRunningProcesses": 4},
+            },
+            {"name": "Tesla P100", "energy_mj": None},
+        ]
+    )
     fakes.empty(tmp_path / "sys")
     f = doctor.diagnose(sysfs=tmp_path / "sys", intensity=FR, proc=proc, load_nvml=lambda: fake, container=False)
     gpu = _by_topic(f)["gpu"]
     text = "\n".join(gpu.details)
     assert "550.54.15" in text
     assert "GPU 0: NVIDIA H100 80GB HBM3: energy counter" in text
-    assert "GPU 1: Tesla P100: no energy counter (Not Supported)" in text
-    assert gpu.status == "unreadable" and "does not measure GPUs yet" in gpu.summary
+    assert "processes not listed (Insufficient Permissions)" in text and "MIG mode" in text
+    assert (
+        "GPU 1: Tesla P100: no energy counter (Not Supported): power is integrated over each interval; processes listed"
+        in text
+    )
+    assert gpu.status == "measured" and gpu.summary == "NVML: 2 GPU(s) measured"
     assert fake._state["init"] == 0  # nvmlShutdown was called
+    none = fakes.fake_nvml([])
+    f = doctor.diagnose(sysfs=tmp_path / "sys", intensity=FR, proc=proc, load_nvml=lambda: none, container=False)
+    assert _by_topic(f)["gpu"].status == "absent" and "lists no GPU" in _by_topic(f)["gpu"].summary
 
 
 def test_gpu_driver_without_library(tmp_path: Path) -> None:

@@ -146,6 +146,14 @@ def prometheus_text(rec: dict[str, Any]) -> str:
         if machine is not None and rec["scope"] != "machine":
             energy.append(({"domain": domain, "scope": "machine", **how}, float(machine)))
     family("carbonwrap_energy_joules", "Energy of the last run, before PUE.", energy)
+    gpus: list[tuple[dict[str, str], float]] = []
+    for g in rec.get("gpus", []):
+        device = {"gpu": str(g["index"]), "name": str(g["name"]), "uuid": str(g["uuid"])}
+        gpus.append(({**device, "scope": rec["scope"]}, float(g["charged_j"])))
+        if rec["scope"] != "machine":
+            gpus.append(({**device, "scope": "machine"}, float(g["energy_j"])))
+    if gpus:
+        family("carbonwrap_gpu_energy_joules", "Energy of each GPU during the last run, before PUE.", gpus)
     co2e = [({"method": method["total"]}, float(rec["co2e_g"]))]
     family("carbonwrap_co2e_grams", "CO2e of the last run in grams.", co2e)
     family("carbonwrap_duration_seconds", "Wall time of the last run.", [({}, float(rec["duration_s"]))])

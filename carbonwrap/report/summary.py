@@ -45,6 +45,14 @@ def equivalent(g: float) -> str:
     return f"about as much CO2 as driving a typical car {metres / scale:.3g} {unit} (US EPA, 400 g per mile)"
 
 
+def _gpu_line(g: dict[str, Any], scope: str) -> str:
+    text = f"{g['name']}: {format_energy(g['energy_j'])}"
+    if scope != "machine":
+        text += f", charged {format_energy(g['charged_j'])}"
+    text += f"  ({g['method']}{', MIG' if g.get('mig') else ''})"
+    return text + (f"; {g['note']}" if g.get("note") else "")
+
+
 def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     """(heading, text) pairs of the summary, shared by the plain and the rich rendering."""
     status = f"exit {rec['exit_code']}"
@@ -68,6 +76,8 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         if scope != "machine":
             text += f"  (whole machine {format_energy(machine)})"
         out.append((d, text))
+        if d == "gpu":
+            out += [(f"GPU {g['index']}", _gpu_line(g, scope)) for g in rec.get("gpus", [])]
     total, mtotal = rec["energy_j"]["total"], rec["machine_energy_j"]["total"]
     share = f"{total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else "machine 0 J"
     charged_to = "the command's process tree" if scope == "tree" else "the whole machine"

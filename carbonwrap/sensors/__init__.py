@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from carbonwrap.model import Reading, SensorInfo
+
+if TYPE_CHECKING:
+    from carbonwrap.sensors.nvml import NvmlSensor
 
 
 class Sensor(Protocol):
@@ -60,3 +63,35 @@ def open_sensors(
 
         sensors.append(EstimateSensor(missing, proc=proc, cpu_watts=cpu_watts, reasons=reasons))
     return sensors, warnings
+
+
+def open_gpu(
+    tree: Callable[[], Collection[int]], forced: bool, warnings: list[str], proc: Path = Path("/proc")
+) -> NvmlSensor | None:
+    """The NVML sensor, or None where there is no GPU to measure (a warning says why when one was expected).
+
+    Called before the launch and only when --gpu is given or the driver probe finds a driver: a GPU counter
+    must cover the whole run, and without a driver pynvml is never imported.
+    """
+    from carbonwrap.sensors import nvml
+
+    try:
+        module = nvml.load()
+    except ImportError:
+        warnings.append("GPU: nvidia-ml-py is not installed (pip install nvidia-ml-py); GPU energy is not measured")
+        return None
+    try:
+        sensor = nvml.NvmlSensor(module, tree, warnings, proc=proc)
+    except module.NVMLError as e:
+        code = getattr(e, "value", None)
+        warnings.append(f"GPU: NVML could not start ({e}): {nvml.init_error_hint(code)}; GPU energy is not measured")
+        return None
+    except Exception as e:  # a broken binding must not stop the command from running
+        warnings.append(f"GPU: NVML failed at start ({e!r}); GPU energy is not measured")
+        return None
+    if not sensor.gpus:
+        sensor.close()
+        if forced:
+            warnings.append("GPU: NVML works but lists no GPU; GPU energy is not measured")
+        return None
+    return sensor
