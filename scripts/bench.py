@@ -169,6 +169,7 @@ def overhead(long: float) -> list[Row]:
                 "ok": None if target is None else v <= target,
             }
         )
+    rows.append(_gpu_overhead(single, long))
     others = [subprocess.Popen(["sleep", str(long + 30)]) for _ in range(2000)]
     try:
         v = _steady([], single, 2.0, 2.0 + long)
@@ -187,6 +188,42 @@ def overhead(long: float) -> list[Row]:
         }
     )
     return rows
+
+
+def _gpu_overhead(single: Callable[[float], list[str]], long: float) -> Row:
+    """The GPU path's own cost in carbonwrap, with 8 GPUs of the fake NVML (tests/fake_nvml) found first on
+    PYTHONPATH: each shared with another process, SM samples every read. A real driver's ioctls are not in
+    this figure; scripts/gpu_check.py measures on real GPUs."""
+    foreign = os.getpid()
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "energy_mj": 0, "watts": 300.0, "processes": [foreign]}
+    gpu["sm_util"] = {"*": 50}
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "FAKE_NVML_CONFIG")}
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Path(d) / "nvml.json"
+        cfg.write_text(json.dumps({"devices": [gpu] * 8}))
+        os.environ["FAKE_NVML_CONFIG"] = str(cfg)
+        os.environ["PYTHONPATH"] = str(ROOT / "tests" / "fake_nvml") + os.pathsep + os.environ.get("PYTHONPATH", "")
+        try:
+            rec = Path(d) / "check.json"
+            run_rusage([*carbonwrap_cmd(), "-q", "-o", str(rec), "--gpu", "--", "sleep", "1"])
+            gpus = json.loads(rec.read_text()).get("gpus", [])
+            if len(gpus) != 8 or not all(g["energy_j"] > 0 for g in gpus):
+                raise SystemExit(f"bench: the fake NVML was not measured ({len(gpus)} GPUs in the record)")
+            v = _steady(["--gpu"], single, 2.0, 2.0 + long)
+        finally:
+            for k, old in saved.items():
+                if old is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = old
+    return {
+        "section": "overhead",
+        "figure": "carbonwrap's own CPU per wall second, 1 process, 8 GPUs of the fake NVML (driver cost excluded), "
+        "interval 1 s",
+        "value": f"{v * 100:.3f} % of one core",
+        "target": "",
+        "ok": None,
+    }
 
 
 def memory(ticks_small: int, ticks_large: int) -> list[Row]:
