@@ -42,7 +42,8 @@ class Meter:
         self.machine_j: dict[str, float] = {}
         self.charged_j: dict[str, float] = {}
         self.warnings: list[str] = []
-        # (domain, channel) -> [machine J, charged J]: what the record lists per device.
+        # (domain, channel) -> [machine J, charged J] of channels that carry their own share: the record's
+        # per-GPU figures.
         self.channel_j: dict[tuple[str, str], list[float]] = {}
         self._channels: dict[tuple[str, str], _Channel] = {}
         self._usage: TreeUsage | None = None
@@ -69,16 +70,18 @@ class Meter:
         direct: dict[str, float] = {}
         basis: dict[str, int] = {}
         power: dict[str, float] = {}
-        deltas: list[tuple[Reading, float]] = []
         for r in readings:
             e = self._delta(r, now_s, dt)
-            deltas.append((r, e))
             energy[r.domain] = energy.get(r.domain, 0.0) + e
             now_w = r.power_now_w if r.power_now_w is not None and r.error is None else (e / dt if dt > 0 else 0.0)
             power[r.domain] = power.get(r.domain, 0.0) + now_w
             if r.share is not None:
+                c = e if self.scope == "machine" else e * r.share
                 shared[r.domain] = shared.get(r.domain, 0.0) + e
-                direct[r.domain] = direct.get(r.domain, 0.0) + (e if self.scope == "machine" else e * r.share)
+                direct[r.domain] = direct.get(r.domain, 0.0) + c
+                acc = self.channel_j.setdefault((r.domain, r.name), [0.0, 0.0])
+                acc[0] += e
+                acc[1] += c
             if r.basis_bytes is not None:
                 basis[r.domain] = basis.get(r.domain, 0) + r.basis_bytes
 
@@ -98,15 +101,6 @@ class Meter:
             charged[domain] = c + direct.get(domain, 0.0)
             self.machine_j[domain] = self.machine_j.get(domain, 0.0) + total
             self.charged_j[domain] = self.charged_j.get(domain, 0.0) + charged[domain]
-        for r, e in deltas:
-            if r.share is not None:
-                c = e if self.scope == "machine" else e * r.share
-            else:  # a channel charged with its domain: its part of the domain's charge, by energy
-                rest = energy[r.domain] - shared.get(r.domain, 0.0)
-                c = (charged[r.domain] - direct.get(r.domain, 0.0)) * e / rest if rest > 0 else 0.0
-            acc = self.channel_j.setdefault((r.domain, r.name), [0.0, 0.0])
-            acc[0] += e
-            acc[1] += c
 
         self._usage, self._t_s = usage, now_s
         return Sample(now_s, dt, energy, charged, power, usage.cpu_s)
