@@ -67,6 +67,7 @@ class Meter:
         dt = max(now_s - self._t_s, 0.0)
         energy: dict[str, float] = {}
         shared: dict[str, float] = {}  # energy of channels that carry their own share, charged directly
+        by_cpu: set[str] = set()  # domains with a channel charged by the tree's CPU share
         direct: dict[str, float] = {}
         basis: dict[str, int] = {}
         power: dict[str, float] = {}
@@ -82,6 +83,8 @@ class Meter:
                 acc = self.channel_j.setdefault((r.domain, r.name), [0.0, 0.0])
                 acc[0] += e
                 acc[1] += c
+            else:
+                by_cpu.add(r.domain)
             if r.basis_bytes is not None:
                 basis[r.domain] = basis.get(r.domain, 0) + r.basis_bytes
 
@@ -94,6 +97,8 @@ class Meter:
             e = total - shared.get(domain, 0.0)
             if self.scope == "machine":
                 c = e
+            elif domain not in by_cpu:
+                c = 0.0  # every channel charged itself: an idle baseline must not add a CPU share on top
             elif domain in basis:
                 c = e * attribution.resident_share(_interval_rss(prev, usage, tree_cpu), basis[domain])
             else:

@@ -30,12 +30,14 @@ def _proc(tmp_path: Path, extra: dict[int, dict[str, Any]] | None = None) -> Pat
 class Rig:
     """A sensor on a fake NVML, and a meter fed by it with a clock the test moves."""
 
-    def __init__(self, fake: ModuleType, proc: Path, tree: set[int], scope: str = "tree") -> None:
+    def __init__(
+        self, fake: ModuleType, proc: Path, tree: set[int], scope: str = "tree", idle_w: dict[str, float] | None = None
+    ) -> None:
         self.fake = fake
         self.tree = tree
         self.warnings: list[str] = []
         self.sensor = NvmlSensor(fake, lambda: self.tree, self.warnings, proc=proc)
-        self.meter = Meter(scope)
+        self.meter = Meter(scope, idle_w)
         self.t = 0.0
         self.meter.prime(self.sensor.read(), IDLE, 0.0)
 
@@ -125,6 +127,20 @@ def test_scope_machine_charges_every_gpu_whole(tmp_path: Path) -> None:
     rig.device(1).processes = [FOREIGN]
     rig.step(1.0, gpu0=50.0, gpu1=70.0)
     assert rig.meter.charged_j["gpu"] == pytest.approx(120.0)
+
+
+def test_an_idle_baseline_adds_nothing_to_a_gpu_the_tree_never_used(tmp_path: Path) -> None:
+    # --baseline measured the GPUs' idle power too; GPU charging is by device share, not by CPU share.
+    fake = fakes.fake_nvml([{"name": "NVIDIA L4", "energy_mj": 0}, {"name": "NVIDIA L4", "energy_mj": 0}])
+    rig = Rig(fake, _proc(tmp_path), {TREE}, idle_w={"gpu": 40.0})
+    rig.device(1).processes = [FOREIGN]
+    busy = TreeUsage(cpu_s=2.0, rss_bytes=0, reaped_peak_rss_bytes=0, machine_busy_s=2.0, threads=2)
+    rig.t = 1.0
+    s = rig.meter.update(rig.sensor.read(), busy, rig.t)  # the tree kept both CPUs busy
+    assert s.machine_j["gpu"] == 0.0 and s.charged_j["gpu"] == 0.0
+    rig.device(1).lost_after_s = -1.0  # and a device that stopped answering charges nothing either
+    s = rig.meter.update(rig.sensor.read(), busy, 2.0)
+    assert s.charged_j["gpu"] == 0.0
 
 
 def test_a_gpu_shared_with_a_foreign_process_is_split_by_sm_utilisation(tmp_path: Path) -> None:

@@ -207,7 +207,8 @@ class NvmlSensor:
             except self.nvml.NVMLError as e:
                 # The meter's warning says when; the device's entry in the record says why.
                 g.info = replace(g.info, note=f"stopped answering during the run ({e}): energy until then")
-                out.append(Reading("gpu", g.info.channel, error=f"NVML: {e}"))
+                # share 0: nothing of this device is charged by CPU share instead (nor its idle power).
+                out.append(Reading("gpu", g.info.channel, share=0.0, error=f"NVML: {e}"))
         return out
 
     def _read(self, g: _Gpu) -> Reading:
