@@ -59,6 +59,11 @@ def counters(nvml: Any) -> list[float]:
     ]
 
 
+def _text(v: object) -> str:
+    """Older nvidia-ml-py releases return names as bytes."""
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
 def workload(kind: str, mode: str, amount: float) -> list[str]:
     return [sys.executable, "-c", WORKLOAD, kind, mode, str(amount)]
 
@@ -82,7 +87,7 @@ def main() -> int:
     nvml.nvmlInit()
     try:
         names = [
-            str(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(nvml.nvmlDeviceGetCount())
+            _text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(nvml.nvmlDeviceGetCount())
         ]
         with tempfile.TemporaryDirectory() as tmp:
             record = Path(tmp) / "run.json"

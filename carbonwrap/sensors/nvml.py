@@ -65,14 +65,18 @@ def describe(nvml: ModuleType) -> tuple[str, list[Device]]:
                 procs = ""
             except nvml.NVMLError as e:
                 procs = str(e)
-            try:
-                mig = nvml.nvmlDeviceGetMigMode(h)[0] == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", _MIG_ENABLE)
-            except (nvml.NVMLError, AttributeError):
-                mig = False
-            devices.append(Device(i, _text(nvml.nvmlDeviceGetName(h)), ok, why, procs, mig))
+            devices.append(Device(i, _text(nvml.nvmlDeviceGetName(h)), ok, why, procs, _mig(nvml, h)))
         return _text(nvml.nvmlSystemGetDriverVersion()), devices
     finally:
         nvml.nvmlShutdown()
+
+
+def _mig(nvml: ModuleType, handle: Any) -> bool:
+    """Whether the device is in MIG mode now; False for pre-Ampere GPUs and bindings without MIG."""
+    try:
+        return bool(nvml.nvmlDeviceGetMigMode(handle)[0] == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", _MIG_ENABLE))
+    except (nvml.NVMLError, AttributeError):
+        return False
 
 
 def init_error_hint(code: int | None) -> str:
@@ -157,10 +161,7 @@ class NvmlSensor:
         except nvml.NVMLError:
             nvml.nvmlDeviceGetPowerUsage(h)  # neither: this raises, and the device is left out
             method = "integrated power"
-        try:
-            mig = nvml.nvmlDeviceGetMigMode(h)[0] == self._code("NVML_DEVICE_MIG_ENABLE", _MIG_ENABLE)
-        except (nvml.NVMLError, AttributeError):
-            mig = False  # pre-Ampere, or a binding without MIG
+        mig = _mig(nvml, h)
         try:
             minor: int | None = int(nvml.nvmlDeviceGetMinorNumber(h))
         except (nvml.NVMLError, AttributeError):
