@@ -1,38 +1,59 @@
-"""One wrapped run end to end: sensors, optional baseline, the session, the summary, the records."""
+"""The composition root: sensors, panel and observers built, one run, then delivery. Every step after the
+launch is isolated: a failing panel, sensor, observer or close costs a warning, never the record or the
+command's exit status."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
+import time
+import uuid
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from carbonwrap import session
+from carbonwrap import session, spawn
 from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError, LaunchError
 from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, RunOptions, RunReport, Sample, co2e_g
 from carbonwrap.report import say, stderr_is_terminal
+from carbonwrap.report.deliver import Outcome, present
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
 
-EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded
+# Credentials the command must not inherit (SPEC section 2).
+_SECRET_VARIABLES = ("CARBONWRAP_PUSHGATEWAY_AUTH", "ELECTRICITYMAPS_TOKEN")
 
 
-def run(options: RunOptions) -> int:
-    """Measure the command and present the result; returns the exit status carbonwrap should end with."""
+def credential_variables(environ: dict[str, str]) -> list[str]:
+    """The variables removed from the command's environment: tokens, and a gateway URL with a password."""
+    out = [v for v in _SECRET_VARIABLES if v in environ]
+    url = environ.get("CARBONWRAP_PUSHGATEWAY", "")
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        out.append("CARBONWRAP_PUSHGATEWAY")
+    return out
+
+
+def run(options: RunOptions) -> Outcome:
+    """Measure the command and deliver the result; returns how carbonwrap should end."""
     sensors, warnings = open_sensors(Path(options.sysfs), options.cpu_watts)
+    run_id = uuid.uuid4().hex
+    env = spawn.child_environ(
+        spawn.startup_environ(),
+        {"CARBONWRAP_PARENT_ID": run_id},
+        remove=credential_variables(dict(os.environ)),
+    )
     panel = None
+    late: list[str] = []  # what went wrong after the run, for the record
     try:
         panel = _panel(options, sensors)
         child = Child(
             options.command,
             extra_signals=(signal.SIGWINCH,) if panel else (),
             on_signal=(lambda _sig: panel.resize()) if panel else None,
+            env=env,
         )
         gpu = None
         if options.gpu is True or (options.gpu is None and nvidia_driver_present()):
@@ -55,10 +76,7 @@ def run(options: RunOptions) -> int:
             panel.start()  # before the launch: no output of the command can come before the reserved rows
         idle_w = None
         if options.baseline_s > 0:
-            try:
-                idle_w = session.measure_idle(sensors, child, options.baseline_s)
-            except KeyboardInterrupt:
-                raise LaunchError("interrupted during --baseline; nothing was launched", 130) from None
+            idle_w = _baseline(sensors, child, options.baseline_s)
         try:
             report = session.run(
                 options,
@@ -70,6 +88,8 @@ def run(options: RunOptions) -> int:
                 notify=_notify,
                 on_sample=_all(callbacks) if callbacks else None,
                 devices=gpu.devices if gpu is not None else None,
+                run_id=run_id,
+                on_clock=panel.tick if panel is not None else None,
             )
         except (CarbonwrapError, KeyboardInterrupt):
             raise
@@ -79,22 +99,53 @@ def run(options: RunOptions) -> int:
             return _after_failure(child, e)  # a bug of ours must not cost the command its status
     finally:
         if panel is not None:
-            panel.stop()  # on every path: the command's end, its death, our own failure
+            _isolated("the live panel", panel.stop, late)  # on every path: the command's end, its death, our failure
         for s in sensors:
-            s.close()  # nvmlShutdown included
+            _isolated("closing a sensor", s.close, late)  # nvmlShutdown included
+    if late:
+        report = replace(report, warnings=(*report.warnings, *late))
+    return present(options, report, gateway)
+
+
+def _isolated(what: str, step: Callable[[], object], notes: list[str]) -> None:
     try:
-        return present(options, report, gateway)
-    except Exception as e:  # the command has exited: its status wins over our failure
-        say(f"carbonwrap: internal error while reporting: {e!r}\n")
-        return report.exit_code
+        step()
+    except Exception as e:
+        notes.append(f"{what} failed: {e!r}")
 
 
-def _after_failure(child: Child, error: Exception) -> int:
+def _baseline(sensors: list[Any], child: Child, seconds: float) -> dict[str, float]:
+    """Idle power before the launch; a signal meanwhile ends carbonwrap with 128 + N, nothing launched."""
+    from carbonwrap.runner import FORWARDED
+    from carbonwrap.signals import SignalWaiter
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        waiter = SignalWaiter(FORWARDED)
+        stopped: list[int] = []
+
+        def sleep(s: float) -> None:
+            end = time.monotonic() + s
+            while not stopped and (left := end - time.monotonic()) > 0:
+                info = waiter.wait(left)
+                if info is not None:
+                    stopped.append(info.signo)
+
+        idle = session.measure_idle(sensors, child, seconds, sleep=sleep)
+        if stopped:
+            name = signal.Signals(stopped[0]).name
+            raise LaunchError(f"{name} during --baseline; nothing was launched", 128 + stopped[0])
+        return idle
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _after_failure(child: Child, error: Exception) -> Outcome:
     while not child.wait(1.0):
         pass
     assert child.status is not None
     say(f"carbonwrap: internal error, nothing measured: {error!r}; the command exited {child.status[0]}\n")
-    return child.status[0]
+    return Outcome(child.status[0], child.status[1])
 
 
 def _all(callbacks: list[Callable[[Sample, Meter], None]]) -> Callable[[Sample, Meter], None]:
@@ -116,7 +167,7 @@ def _panel(options: RunOptions, sensors: list[Any]) -> Any:
         return None  # --live on a log file would only fill it with escape codes
     from carbonwrap.report import live
 
-    if live.full_screen(options.command):
+    if live.full_screen(options.command) or not live.usable_terminal():
         return None
     it = options.intensity
     region = f"{it.region} {it.g_per_kwh:g} g/kWh" if it.how != "default" else f"no region set ({it.g_per_kwh:g} g/kWh)"
@@ -126,20 +177,36 @@ def _panel(options: RunOptions, sensors: list[Any]) -> Any:
 
 def _panel_update(options: RunOptions, panel: Any) -> Callable[[Sample, Meter], None]:
     def on_sample(sample: Sample, meter: Meter) -> None:
-        panel.update(sample.t_s, sample.power_w, *_charged(options, meter))
+        dt = sample.dt_s or 1.0
+        charged_w = {d: j / dt for d, j in sample.charged_j.items()}
+        machine_w = sum(sample.machine_j.values()) / dt
+        panel.update(sample.t_s, charged_w, *_charged(options, meter), machine_w=machine_w)
 
     return on_sample
+
+
+def _every(period_s: float) -> Callable[[float], bool]:
+    """True once per multiple of `period_s` (a tick that lands a hair early still counts for its multiple)."""
+    done = [0]
+
+    def due(t_s: float) -> bool:
+        n = int(t_s / period_s + 1e-6)
+        if n > done[0]:
+            done[0] = n
+            return True
+        return False
+
+    return due
 
 
 def _progress(options: RunOptions) -> Callable[[Sample, Meter], None]:
     """One plain line every --progress seconds, for logs."""
     from carbonwrap.report.summary import format_energy, format_mass
 
-    last = [0.0]
+    due = _every(options.progress_s or 1.0)
 
     def on_sample(sample: Sample, meter: Meter) -> None:
-        if sample.t_s - last[0] >= options.progress_s:  # type: ignore[operator]
-            last[0] = sample.t_s
+        if due(sample.t_s):
             energy, co2 = _charged(options, meter)
             say(f"carbonwrap: {sample.t_s:.0f} s, {format_energy(energy)}, {format_mass(co2)} CO2e so far\n")
 
@@ -154,13 +221,11 @@ def _periodic_push(options: RunOptions, gateway: Any, sensors: list[dict[str, st
     """An on_sample callback that pushes the totals so far every --push-interval seconds, off the loop."""
     from carbonwrap.report.sinks import prometheus_text
 
-    last = [0.0]
+    due = _every(options.push_interval_s)
 
     def on_sample(sample: Sample, meter: Meter) -> None:
-        if sample.t_s - last[0] < options.push_interval_s:
-            return
-        last[0] = sample.t_s
-        gateway.push_in_background(prometheus_text(partial_record(options, meter, sample, sensors)))
+        if due(sample.t_s):
+            gateway.push_in_background(prometheus_text(partial_record(options, meter, sample, sensors)))
 
     return on_sample
 
@@ -185,51 +250,4 @@ def partial_record(options: RunOptions, meter: Meter, sample: Sample, sensors: l
     }
 
 
-def present(options: RunOptions, report: RunReport, gateway: Any = None) -> int:
-    """Summary on stderr, then every record; a record that can't be written goes to stderr as JSON.
-
-    The Pushgateway comes last, so that a slow or broken gateway can never cost a local record.
-    """
-    from carbonwrap.report import record, sinks
-
-    status = report.exit_code
-    if report.budget.get("exceeded") and options.on_budget == "fail" and status == 0:
-        status = EXIT_BUDGET
-    rec = record.to_record(report)
-    if not options.quiet:
-        try:
-            from carbonwrap.report import summary
-
-            if sys.stderr is None:
-                pass  # stderr closed: nowhere to print
-            elif stderr_is_terminal() and not os.environ.get("NO_COLOR"):
-                summary.render_rich(rec, sys.stderr)
-            else:
-                summary.render_plain(rec, sys.stderr)
-        except Exception as e:  # the records and the status matter more
-            say(f"carbonwrap: could not print the summary: {e!r}\n")
-    failed = []
-    for path in options.outputs:
-        try:
-            sinks.write(path, rec)
-        except sinks.SinkError as e:
-            failed.append(str(e))
-    step = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step and options.step_summary:
-        try:
-            from carbonwrap.report import github
-
-            github.append(step, rec)
-        except OSError as e:
-            say(f"carbonwrap: cannot append to GITHUB_STEP_SUMMARY {step}: {e.strerror or e}\n")
-    if failed:
-        for msg in failed:
-            say(f"carbonwrap: {msg}; the record follows on stderr\n")
-        say(json.dumps(rec, ensure_ascii=False) + "\n")
-        if report.exit_code == 0:
-            status = 1
-    if gateway is not None:
-        gateway.finish(sinks.prometheus_text(rec))
-        if gateway.warning:
-            say(f"carbonwrap: {gateway.warning}\n")
-    return status
+__all__ = ["Outcome", "RunReport", "credential_variables", "present", "run"]

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import resource
 import signal
-from collections.abc import Callable, Sequence
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from carbonwrap import spawn
 from carbonwrap.cputime import busy_total
-from carbonwrap.errors import LaunchError
 from carbonwrap.model import TreeUsage
+from carbonwrap.signals import SigInfo, SignalWaiter
 
 FORWARDED = (
     signal.SIGINT,
@@ -28,6 +30,10 @@ FORWARDED = (
 )
 PR_SET_CHILD_SUBREAPER = 36
 SI_KERNEL = 0x80  # si_code of a signal the tty driver sends to the foreground process group
+# How long a signal from outside waits before it is forwarded, so that a group kill sent just after it
+# (GNU timeout signals its child, then its process group) is seen for what it is.
+SETTLE_S = 0.1
+KILL_GRACE_S = 10.0  # --on-budget kill: SIGTERM to the tree, then SIGKILL this long after
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -66,6 +72,7 @@ class ProcessTree:
         self.root = root
         self.proc = proc
         self.members: dict[int, Proc] = {}
+        self.exclude: set[int] = set()  # carbonwrap's own helper processes
         self._outsiders: set[int] = set()
 
     def _read(self, pid: int) -> Proc | None:
@@ -92,7 +99,7 @@ class ProcessTree:
             chain = []
             while pid not in verdict:
                 p = seen.get(pid)
-                if p is None or p.ppid in (0, pid):
+                if p is None or p.ppid in (0, pid) or pid in self.exclude:
                     verdict[pid] = False
                     break
                 if p.ppid == self.root:
@@ -126,6 +133,69 @@ def _subreaper() -> bool:
         return False
 
 
+def _pending(pid: int, proc: Path) -> int:
+    """The process-wide pending signal set of `pid` (ShdPnd), as a bit mask; 0 when unreadable."""
+    try:
+        with open(f"{proc}/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"ShdPnd:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class Canary:
+    """A sleeping helper in carbonwrap's process group that keeps the forwarded signals blocked.
+
+    A signal sent to the whole group (`kill -TERM -PGID`, GNU timeout, a supervisor) stays pending in it, one
+    sent to carbonwrap alone does not: that tells carbonwrap whether the command got the signal directly.
+    It reads a pipe that only carbonwrap holds, so it ends when carbonwrap does, however carbonwrap ends.
+    """
+
+    def __init__(self, signals: Sequence[int], proc: Path) -> None:
+        self.signals, self.proc = signals, proc
+        self.pid = 0
+        self._w = -1
+        self.start()
+
+    def start(self) -> None:
+        r, w = os.pipe()
+        try:
+            self.pid = os.posix_spawnp(
+                "cat",
+                ["cat"],
+                {"PATH": os.defpath + ":/usr/local/bin"},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, r, 0),
+                    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
+                ],
+                setsigmask=self.signals,
+            )
+            self._w = w
+        except OSError:
+            self.pid = 0
+            os.close(w)
+        finally:
+            os.close(r)
+
+    def got(self, sig: int) -> bool:
+        return self.pid > 0 and bool(_pending(self.pid, self.proc) & (1 << (sig - 1)))
+
+    def stop(self) -> None:
+        if self.pid > 0:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        if self._w >= 0:
+            os.close(self._w)
+        self.pid, self._w = 0, -1
+
+    def renew(self) -> None:
+        """A fresh one, once the old one holds a pending signal (a pending signal cannot be cleared)."""
+        self.stop()
+        self.start()
+
+
 class Child:
     """The wrapped command. Signals are blocked in carbonwrap and taken synchronously in `wait`."""
 
@@ -135,42 +205,47 @@ class Child:
         proc: Path = Path("/proc"),
         extra_signals: Sequence[int] = (),
         on_signal: Callable[[int], None] | None = None,
+        env: Mapping[bytes, bytes] | None = None,
+        settle_s: float = SETTLE_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.command = list(command)
         self.proc = proc
         self.pid = 0
         self.status: tuple[int, int | None] | None = None
         self.forwarded: list[str] = []
+        self.not_forwarded: list[str] = []
         self.subreaper = False
+        self.env = dict(env) if env is not None else spawn.startup_environ()
         self._tree = ProcessTree(os.getpid(), proc)
         self._extra = set(extra_signals)
         self._on_signal = on_signal
         self._waited = set(FORWARDED) | {signal.SIGCHLD} | self._extra
+        self._waiter = SignalWaiter(self._waited)
         self.threads = psutil.cpu_count() or 1
         self._old_mask: set[int | signal.Signals] | None = None
+        self._canary: Canary | None = None
+        self._deferred: dict[int, float] = {}  # signal -> when it is forwarded unless the group got it
+        self._renew_at: float | None = None  # when the canary is replaced after a signal that reached the group
+        self._settle_s, self._clock = settle_s, clock
+        self._helpers_cpu_s = 0.0  # reaped helpers' CPU time, not the command's
 
     def spawn(self) -> int:
         """Start the command (execvp semantics) or raise LaunchError with exit status 127 or 126."""
-        if not self.command[0]:
-            raise LaunchError("command not found: '' (the command name is empty)", 127)
         # An inherited SIGCHLD=SIG_IGN would make the kernel reap the child and lose its status.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.subreaper = _subreaper()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, self._waited)
         self._old_mask = old
         try:
-            # posix_spawnp: vfork speed, PATH lookup, exec errors reported back. The child gets an empty
-            # signal mask and default SIGPIPE/SIGXFSZ (Python ignores both; a shell would not).
-            self.pid = os.posix_spawnp(
-                self.command[0],
-                self.command,
-                os.environ,
-                setsigmask=(),
-                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            )
-        except OSError as e:
+            self.pid = spawn.spawn(self.command, self.env, old)
+        except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            raise _launch_error(self.command[0], e) from None
+            self._old_mask = None
+            raise
+        self._canary = Canary(FORWARDED, self.proc)  # after the launch: the command never waits for it
+        if self._canary.pid:
+            self._tree.exclude.add(self._canary.pid)
         return self.pid
 
     def release(self) -> None:
@@ -179,35 +254,103 @@ class Child:
         carbonwrap's own command line never calls it: its signals stay blocked until it exits, so that a
         SIGTERM arriving while the records are written cannot cut them short.
         """
+        self.close()
         if self._old_mask is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
             self._old_mask = None
 
+    def close(self) -> None:
+        """End carbonwrap's helper process."""
+        if self._canary is not None:
+            pid = self._canary.pid
+            self._canary.stop()
+            self._canary = None
+            if pid:
+                with contextlib.suppress(ChildProcessError):
+                    self._collect(*os.wait4(pid, 0))
+
     def wait(self, timeout_s: float) -> bool:
-        """Sleep up to `timeout_s`, handling signals as they come; True once the command has exited."""
-        info = signal.sigtimedwait(self._waited, max(timeout_s, 0.0))
+        """Sleep up to `timeout_s` (less when a signal needs attention); True once the command has exited."""
+        now = self._clock()
+        due = [*self._deferred.values(), *([self._renew_at] if self._renew_at is not None else [])]
+        if due:
+            timeout_s = min(timeout_s, min(due) - now)
+        info = self._waiter.wait(timeout_s)
         while info is not None:
             self._handle(info)
-            info = signal.sigtimedwait(self._waited, 0)
+            info = self._waiter.wait(0)
         self.reap()
+        self._settle()
         return self.status is not None
 
-    def _handle(self, info: signal.struct_siginfo) -> None:
-        sig = info.si_signo
+    def _handle(self, info: SigInfo) -> None:
+        sig = info.signo
         if sig == signal.SIGCHLD:
             return
         if sig in self._extra:
             if self._on_signal is not None:
                 self._on_signal(sig)
             return
-        # From the terminal (Ctrl-C, Ctrl-\): the command got it too, so it is not sent twice.
-        if info.si_code == SI_KERNEL or self.status is not None or info.si_pid == self.pid:
+        if self.status is not None:
             return
+        # From the terminal (Ctrl-C, Ctrl-\, a hang-up): the command got it too. From the command's own tree:
+        # it is the tree's business. Neither is sent again.
+        if info.code == SI_KERNEL or (info.pid and self._in_tree(info.pid)):
+            self._note_direct(sig, "from the terminal" if info.code == SI_KERNEL else "from the command's tree")
+            return
+        self._deferred.setdefault(sig, self._clock() + self._settle_s)
+
+    def _settle(self) -> None:
+        """Forward each deferred signal that the command's process group did not get directly."""
+        now = self._clock()
+        if self._renew_at is not None and self._renew_at <= now:
+            self._renew_at = None
+            self._renew_canary()
+        for sig, due in list(self._deferred.items()):
+            if due > now:
+                continue
+            del self._deferred[sig]
+            if self.status is not None:
+                continue
+            if self._canary is not None and self._canary.got(sig) and self._same_group():
+                self.not_forwarded.append(f"{signal.Signals(sig).name} (sent to the process group)")
+                self._renew_canary()
+                continue
+            try:
+                os.kill(self.pid, sig)
+                self.forwarded.append(signal.Signals(sig).name)
+            except ProcessLookupError:
+                pass
+
+    def _note_direct(self, sig: int, why: str) -> None:
+        if why != "from the terminal":  # the usual case, not worth a note
+            self.not_forwarded.append(f"{signal.Signals(sig).name} ({why})")
+        # A terminal's or the tree's signal to the group may reach the canary just after us.
+        self._renew_at = self._clock() + self._settle_s
+
+    def _renew_canary(self) -> None:
+        if self._canary is not None and _pending(self._canary.pid, self.proc):
+            self._canary.renew()
+            if self._canary.pid:
+                self._tree.exclude.add(self._canary.pid)
+
+    def _same_group(self) -> bool:
         try:
-            os.kill(self.pid, sig)
-            self.forwarded.append(signal.Signals(sig).name)
-        except ProcessLookupError:
-            pass
+            return os.getpgid(self.pid) == os.getpgrp()
+        except OSError:
+            return False
+
+    def _in_tree(self, pid: int) -> bool:
+        """Whether `pid` is the command or one of its descendants, from the parent links as they are now."""
+        seen = 0
+        while pid > 1 and seen < 4096:
+            if pid == self.pid or pid in self._tree.members:
+                return True
+            p = self._tree._read(pid)
+            if p is None or p.ppid == pid:
+                return False
+            pid, seen = p.ppid, seen + 1
+        return False
 
     def send(self, sig: int) -> None:
         """Signal the command (a budget kill), unless it has already exited."""
@@ -215,17 +358,42 @@ class Child:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, sig)
 
+    def signal_tree(self, sig: int) -> int:
+        """Send `sig` to the command and every live process of its tree; returns how many were signalled."""
+        targets = set(self._tree.scan()) - self._tree.exclude
+        if self.status is None:
+            targets.add(self.pid)
+        sent = 0
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+                sent += 1
+        return sent
+
+    def tree_alive(self) -> bool:
+        """Whether the command or any process of its tree still runs (scans /proc)."""
+        self.reap()
+        return self.status is None or bool(set(self._tree.scan()) - self._tree.exclude)
+
     def reap(self) -> None:
         """Collect every exited child (orphans reparented to us included), keeping the command's status."""
         while True:
             try:
-                pid, st = os.waitpid(-1, os.WNOHANG)
+                got = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if got[0] == 0:
                 return
-            if pid == self.pid:
-                self.status = exit_status(st)
+            self._collect(*got)
+
+    def _collect(self, pid: int, st: int, ru: resource.struct_rusage) -> None:
+        if pid == self.pid:
+            self.status = exit_status(st)
+        elif pid in self._tree.exclude:
+            self._helpers_cpu_s += ru.ru_utime + ru.ru_stime
+            self._tree.exclude.discard(pid)  # its pid may now be reused by the command's tree
+            if self._canary is not None and self._canary.pid == pid:
+                self._canary.pid = 0
 
     def usage(self, scan: bool = True) -> TreeUsage:
         """The tree's cumulative CPU seconds: live descendants plus everything reaped by us."""
@@ -233,7 +401,7 @@ class Child:
         members = self._tree.scan() if scan else {}
         busy, _ = busy_total(psutil.cpu_times())
         return TreeUsage(
-            cpu_s=ru.ru_utime + ru.ru_stime + sum(p.cpu_s for p in members.values()),
+            cpu_s=ru.ru_utime + ru.ru_stime - self._helpers_cpu_s + sum(p.cpu_s for p in members.values()),
             rss_bytes=sum(p.rss_bytes for p in members.values()),
             reaped_peak_rss_bytes=ru.ru_maxrss * 1024,  # Linux reports kilobytes
             machine_busy_s=busy,
@@ -249,15 +417,19 @@ class Child:
         return [p for p in self._tree.members.values() if p.pid != self.pid]
 
 
-def _launch_error(name: str, e: OSError) -> LaunchError:
-    if e.errno == errno.ENOENT:
-        hint = "check the spelling and PATH" if "/" not in name else "check the path"
-        return LaunchError(f"command not found: {name} ({hint}; carbonwrap runs no shell)", 127)
-    why = e.strerror or str(e)
-    if e.errno == errno.EACCES:
-        hint = "it is a directory or lacks execute permission: chmod +x it, or run it with its interpreter"
-    elif e.errno == errno.ENOEXEC:
-        hint = "it is not a program and has no #! line: run it with its interpreter, e.g. 'sh FILE'"
-    else:
-        hint = "check that it is a program this machine can run"
-    return LaunchError(f"cannot execute {name}: {why} ({hint})", 126)
+def die_by_signal(sig: int) -> None:
+    """End carbonwrap by `sig`, as the command ended, so a calling shell sees the same death (no core dump).
+
+    Returns only if the signal did not end the process; the caller then exits with 128 + sig.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        sys.stderr.flush()
+    try:
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})  # delivered here, if it is fatal
+    except (OSError, ValueError):
+        pass

@@ -13,15 +13,12 @@ from datetime import UTC, datetime
 from carbonwrap.budget import Budget
 from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, Device, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
-from carbonwrap.runner import Child
+from carbonwrap.runner import KILL_GRACE_S, Child
 from carbonwrap.sensors import Sensor
 
 
 def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-KILL_GRACE_S = 10.0  # --on-budget kill: SIGTERM, then SIGKILL this long after
 
 
 def _cwd() -> str:
@@ -65,10 +62,14 @@ def run(
     devices: Callable[[], Sequence[Device]] | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
+    run_id: str | None = None,
+    kill_grace_s: float = KILL_GRACE_S,
+    on_clock: Callable[[], None] | None = None,
 ) -> RunReport:
     """Launch the command, sample every interval until it exits, and return the report.
 
-    `devices` lists the GPUs as they stand at the end; the record gives each its own energy.
+    `devices` lists the GPUs as they stand at the end; the record gives each its own energy. `on_clock` is
+    called about once a second between samples (the live panel's clock).
     """
     meter = Meter(options.scope, idle_w)
     t0 = clock()  # the meter counts seconds from here, just before the launch
@@ -92,21 +93,39 @@ def run(
         if notify is not None:
             notify(exceeded)
         if budget.on_budget == "kill" and child.status is None:
-            child.send(signal.SIGTERM)
-            kill_at = now + KILL_GRACE_S
-            meter.warnings.append(f"{exceeded} at {now - t0:.1f} s: sent SIGTERM to the command (--on-budget kill)")
+            n = child.signal_tree(signal.SIGTERM)
+            kill_at = now + kill_grace_s
+            meter.warnings.append(
+                f"{exceeded} at {now - t0:.1f} s: sent SIGTERM to the command's {n} process(es) (--on-budget kill)"
+            )
 
+    def kill_survivors(now: float) -> None:
+        nonlocal kill_at
+        if kill_at is not None and now >= kill_at:
+            n = child.signal_tree(signal.SIGKILL)
+            if n:
+                meter.warnings.append(f"{n} process(es) outlived SIGTERM by {kill_grace_s:g} s: sent SIGKILL")
+            kill_at = None
+
+    killing = False
+    next_clock = clock() + 1.0
     while True:
         tick = t0 + k * options.interval_s
-        if child.wait((tick if kill_at is None else min(tick, kill_at)) - clock()):
+        wake = min(tick, kill_at if kill_at is not None else tick, next_clock if on_clock else tick)
+        if child.wait(wake - clock()):
             break
         now = clock()
-        if kill_at is not None and now >= kill_at:
-            child.send(signal.SIGKILL)
-            meter.warnings.append(f"the command outlived SIGTERM by {KILL_GRACE_S:g} s: sent SIGKILL")
-            kill_at = None
+        killing = killing or kill_at is not None
+        kill_survivors(now)
+        if on_clock is not None and now >= next_clock:
+            next_clock = now + 1.0
+            try:
+                on_clock()
+            except Exception as e:
+                on_clock = None
+                meter.warnings.append(f"live output stopped: {e!r}")
         if now < tick:
-            continue  # woken by a signal or the kill deadline before the tick
+            continue  # woken by a signal, the clock or the kill deadline before the tick
         k = int((now - t0) / options.interval_s) + 1  # a late tick skips ahead, it does not drift
         if failure is not None:
             continue  # measurement broke: keep waiting for the command, whose status must pass through
@@ -124,6 +143,11 @@ def run(
                 on_sample = None
                 meter.warnings.append(f"live output stopped: {e!r}")
     t_end = clock()
+    if killing or kill_at is not None:  # --on-budget kill: the whole tree goes, not just the command
+        give_up = clock() + kill_grace_s + 5.0
+        while child.tree_alive() and clock() < give_up:
+            kill_survivors(clock())
+            child.wait(0.05)
     final = None
     if failure is None:
         try:
@@ -132,11 +156,14 @@ def run(
         except Exception as e:
             failure = f"the final read failed: {e!r}; the totals cover the run until the last sample"
     ended = wall()
+    child.close()
     check_budget(t_end)
     if failure is not None:
         meter.warnings.append(failure)
     cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - usage0.cpu_s
     report = _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
+    if run_id:
+        report = replace(report, id=run_id)
     if devices is not None:
         report = replace(report, gpus=tuple(gpu_entries(devices(), meter)))
     if budget is None:
@@ -190,6 +217,8 @@ def _report(
         )
     if child.forwarded:
         notes.append(f"forwarded to the command: {', '.join(child.forwarded)}")
+    if child.not_forwarded:
+        notes.append(f"not forwarded, the command got them directly: {', '.join(child.not_forwarded)}")
     present = {r for r in meter.machine_j}
     energy = {d: (meter.charged_j[d] if d in present else None) for d in DOMAINS}
     machine = {d: (meter.machine_j[d] if d in present else None) for d in DOMAINS}

@@ -83,7 +83,7 @@ def test_ctrl_c_in_a_terminal_interrupts_the_command_exactly_once(tmp_path: Path
         os.close(master)
     r = json.loads(rec.read_text())
     assert r["exit_code"] == 1
-    assert not any("forwarded" in w for w in r["warnings"])
+    assert not any("forwarded to the command" in w for w in r["warnings"])
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGUSR1])
@@ -116,7 +116,7 @@ def test_sigterm_that_kills_the_command_still_gives_summary_and_record(tmp_path:
     assert p.stdout is not None and p.stdout.readline() == b"READY\n"
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=20)
-    assert p.returncode == 128 + signal.SIGTERM
+    assert p.returncode == -signal.SIGTERM  # carbonwrap ends by the command's signal
     assert b"killed by signal 15" in err
     lines = rec.read_text().splitlines()
     assert len(lines) == 2 and ",143,15," in lines[1]
@@ -136,5 +136,5 @@ def test_ctrl_c_during_the_baseline_launches_nothing(tmp_path: Path) -> None:
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=20)
     assert p.returncode == 130
-    assert b"interrupted during --baseline; nothing was launched" in err and b"Traceback" not in err
+    assert b"SIGINT during --baseline; nothing was launched" in err and b"Traceback" not in err
     assert not marker.exists()

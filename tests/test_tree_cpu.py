@@ -49,7 +49,9 @@ def test_an_orphaned_grandchild_is_counted_in_full(cw, tmp_path: Path) -> None:
     # The subshell exits at once, orphaning the burner; /usr/bin/time never sees its CPU time, while
     # carbonwrap (a child subreaper) inherits and reaps it.
     burn = BURN.format(s=1.0)
-    ours, theirs, _ = _time_inside_carbonwrap(cw, tmp_path, "sh", "-c", f"({PY} -c '{burn}' &); sleep 2")
+    done = tmp_path / "done"  # the command outlives the burner however slow a loaded machine makes it
+    script = f"(({PY} -c '{burn}'; touch {done}) &); while [ ! -e {done} ]; do sleep 0.05; done; sleep 0.2"
+    ours, theirs, _ = _time_inside_carbonwrap(cw, tmp_path, "sh", "-c", script)
     assert theirs < 0.2
     assert ours == pytest.approx(1.0 + theirs, abs=0.1)
     print(f"orphaned grandchild: carbonwrap {ours:.3f} s, /usr/bin/time {theirs:.3f} s")

@@ -139,8 +139,9 @@ RESERVED = ("regions", "doctor", "report")
     callback=valid_non_negative,
     help="Without the live panel (logs, CI): print a progress line every S seconds.",
 )
-@click.option("--debug", is_flag=True, hidden=True, help="Show tracebacks.")
-@click.version_option(__version__, "-V", "--version", prog_name="carbonwrap")
+@click.option("--debug", is_flag=True, hidden=True, allow_from_autoenv=False, help="Show tracebacks.")
+@click.version_option(__version__, "-V", "--version", prog_name="carbonwrap", allow_from_autoenv=False)
+@click.help_option("-h", "--help", allow_from_autoenv=False)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def wrap(ctx: click.Context, /, **params: Any) -> dict[str, Any]:
@@ -198,9 +199,13 @@ def _wrap(params: dict[str, Any], command: list[str]) -> int:
     except UsageError as e:
         _fail(str(e))
     from carbonwrap import app
+    from carbonwrap.runner import die_by_signal
 
     try:
-        return app.run(options)
+        outcome = app.run(options)
+        if outcome.signal is not None:  # the command died by a signal: so does carbonwrap, after its records
+            die_by_signal(outcome.signal)
+        return outcome.status
     except LaunchError as e:
         _fail(str(e), e.exit_code)
     except CarbonwrapError as e:  # before the launch: nothing runs

@@ -55,6 +55,19 @@ def full_screen(command: tuple[str, ...]) -> bool:
     return os.path.basename(command[0]) in FULL_SCREEN if command else False
 
 
+def usable_terminal(fd: int = 2, environ: dict[str, str] | None = None) -> bool:
+    """A panel only where it can be seen and cannot stop us: a sized terminal, not TERM=dumb, and carbonwrap in
+    the terminal's foreground process group (a background job writing to it would be stopped by SIGTTOU)."""
+    env = os.environ if environ is None else environ
+    if env.get("TERM", "") in ("", "dumb"):
+        return False
+    try:
+        size = os.get_terminal_size(fd)
+        return size.lines > 0 and size.columns > 0 and os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
 def sparkline(values: list[float], width: int) -> str:
     if not values:
         return ""
@@ -96,19 +109,27 @@ class LivePanel:
         self.rows = 0  # rows reserved now; 0 when not drawn
         self.height = 0
         self.width = 0
-        self.power: dict[str, float] = {}
+        self.power: dict[str, float] = {}  # charged to the command, per domain
+        self.machine_w = 0.0  # the whole machine
         self.energy_j = 0.0
         self.co2e_g = 0.0
         self.elapsed_s = 0.0
         self.history: deque[float] = deque(maxlen=60)  # total power, one value per second
         self._second = -1
         self._last_draw = -1.0
+        self._t0 = clock()
         self.draws = 0
+        self.dead = False  # the terminal went away (EIO after a hang-up): nothing is drawn again
 
     def _write(self, text: str) -> None:
+        if self.dead:
+            return
         data = text.encode("utf-8", "replace")
-        while data:
-            data = data[os.write(self.fd, data) :]
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except OSError:
+            self.dead, self.rows = True, 0
 
     def _layout(self) -> str:
         size = self._size()
@@ -121,7 +142,13 @@ class LivePanel:
         return f"{ESC}D" * n + f"{ESC}[{n}A{ESC}7{ESC}[1;{bottom}r{ESC}8"
 
     def start(self) -> None:
-        self._write(self._layout() + self._frame())
+        try:
+            layout = self._layout()
+        except OSError:  # no size: no panel
+            self.dead = True
+            return
+        self._t0 = self.clock()
+        self._write(layout + self._frame())
 
     def _clear(self) -> str:
         """Reset the scroll region and erase what lies below the cursor's line.
@@ -134,14 +161,31 @@ class LivePanel:
 
     def resize(self) -> None:
         if self.rows:
-            self._write(self._clear() + self._layout() + self._frame())
+            try:
+                layout = self._layout()
+            except OSError:
+                self.dead, self.rows = True, 0
+                return
+            self._write(self._clear() + layout + self._frame())
 
-    def update(self, elapsed_s: float, power_w: dict[str, float], energy_j: float, co2e_g: float) -> None:
+    def update(
+        self, elapsed_s: float, power_w: dict[str, float], energy_j: float, co2e_g: float, machine_w: float = 0.0
+    ) -> None:
+        """A new sample: the command's charged power per domain, the machine's power, the totals so far."""
         self.elapsed_s, self.power, self.energy_j, self.co2e_g = elapsed_s, power_w, energy_j, co2e_g
+        self.machine_w = machine_w
         second = int(elapsed_s)
         if second != self._second:
             self._second = second
             self.history.append(sum(power_w.values()))
+        self._draw()
+
+    def tick(self) -> None:
+        """Redraw the clock between samples (a long --interval must not freeze it)."""
+        self.elapsed_s = max(self.elapsed_s, self.clock() - self._t0)
+        self._draw()
+
+    def _draw(self) -> None:
         now = self.clock()
         if self.rows and now - self._last_draw >= MIN_REDRAW_S:
             self._last_draw = now
@@ -149,7 +193,9 @@ class LivePanel:
             self.draws += 1
 
     def stop(self) -> None:
-        """Give the rows back: reset the scroll region and clear the panel; the cursor stays with the output."""
+        """Give the rows back: reset the scroll region and clear the panel; the cursor stays with the output.
+
+        Never raises: a terminal that went away must not cost the record."""
         if self.rows:
             self._write(self._clear())
             self.rows = 0
@@ -158,12 +204,10 @@ class LivePanel:
         m, s = divmod(int(self.elapsed_s), 60)
         h, m = divmod(m, 60)
         clock = f"{h:d}:{m:02d}:{s:02d}"
-        domains = (
-            "  ".join(
-                f"{d} {w:.1f} W" + (" estimated" if d in self.estimated else "") for d, w in sorted(self.power.items())
-            )
-            or "waiting for the first sample"
+        charged = "  ".join(
+            f"{d} {w:.1f} W" + (" estimated" if d in self.estimated else "") for d, w in sorted(self.power.items())
         )
+        domains = f"command {charged}  (machine {self.machine_w:.1f} W)" if charged else "waiting for the first sample"
         tag = " estimated" if self.estimated else ""
         totals = f"energy {_fmt_j(self.energy_j)}{tag}  CO2e {_fmt_g(self.co2e_g)}{tag}  {self.region}"
         if self.rows == 1:

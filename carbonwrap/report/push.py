@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 import urllib.parse
+from collections.abc import Callable
 
-TIMEOUT_S = 5.0
+TIMEOUT_S = 5.0  # SPEC section 2: the overall deadline of one push
+MAX_RESPONSE = 1 << 20  # a gateway's answer is read up to this much, never more
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -62,14 +65,17 @@ class Pushgateway:
         self._thread: threading.Thread | None = None
 
     def push(self, text: str) -> bool:
-        """One synchronous push; on failure the first reason is kept in `warning`."""
+        """One synchronous push; on failure the first reason is kept in `warning`.
+
+        The socket timeout bounds each wait; the caller bounds the whole exchange (`finish`, the periodic
+        thread is a daemon), so a gateway that trickles its answer cannot hold carbonwrap."""
         import urllib.error  # http.client and email come with these: loaded at the first push, after the launch
         import urllib.request
 
         req = urllib.request.Request(self.target, data=text.encode(), method="PUT", headers=self.headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                resp.read()
+                resp.read(MAX_RESPONSE)
             return True
         except urllib.error.HTTPError as e:
             body = e.read(200).decode("utf-8", "replace").strip().replace("\n", " ")
@@ -77,6 +83,8 @@ class Pushgateway:
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             self._fail(f"{reason}" if str(reason) else type(e).__name__)
+        except Exception as e:  # http.client's own errors (a malformed status line, too many headers)
+            self._fail(type(e).__name__)
         return False
 
     def _fail(self, reason: str) -> None:
@@ -91,8 +99,32 @@ class Pushgateway:
         self._thread = threading.Thread(target=self.push, args=(text,), daemon=True)
         self._thread.start()
 
-    def finish(self, text: str) -> None:
-        """The final push, after any periodic one still under way."""
-        if self._thread is not None:
-            self._thread.join(self.timeout_s)
-        self.push(text)
+    def finish(self, text: str, stop: Callable[[float], bool] | None = None) -> bool:
+        """The final push, after any periodic one still under way, all within `timeout_s`.
+
+        `stop(s)` waits up to s seconds and answers True when carbonwrap is asked to stop (SIGTERM): the push
+        is then abandoned. Returns False when it was cut short by that, True otherwise (done or failed)."""
+        end = time.monotonic() + self.timeout_s
+        previous = self._thread
+
+        def after_previous() -> None:
+            if previous is not None:
+                previous.join()
+            self.push(text)
+
+        def wait(s: float) -> bool:
+            if stop is not None:
+                return stop(s)
+            time.sleep(s)
+            return False
+
+        final = threading.Thread(target=after_previous, daemon=True)
+        final.start()
+        while final.is_alive():
+            left = end - time.monotonic()
+            if left <= 0:
+                self._fail(f"timed out: no answer within {self.timeout_s:g} s")
+                return True
+            if wait(min(left, 0.1)):
+                return False
+        return True

@@ -1,0 +1,141 @@
+"""Delivering a finished run: local records first, then the summary, then the network. Nothing here can
+block carbonwrap's exit for long or cost a record: every step is isolated, stderr has a deadline, and a
+SIGTERM or SIGINT cuts the network work short."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from io import StringIO
+from typing import Any
+
+from carbonwrap.model import RunOptions, RunReport
+from carbonwrap.report import limit_stderr, say, stderr_is_terminal
+
+EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded
+EXIT_RECORD = 1  # a requested record could not be written, when the command itself succeeded
+STDERR_BUDGET_S = 2.0  # SPEC section 2: a stderr nobody reads delays the exit by at most this
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How carbonwrap ends: the exit status, or death by the command's own signal."""
+
+    status: int
+    signal: int | None = None
+
+
+def exit_status(options: RunOptions, report: RunReport, record_failed: bool) -> int:
+    """SPEC section 2: the command's status, 1 for a lost record, 3 for a failed budget (1 wins over 3)."""
+    if report.exit_code != 0:
+        return report.exit_code
+    if record_failed:
+        return EXIT_RECORD
+    if report.budget.get("exceeded") and options.on_budget == "fail":
+        return EXIT_BUDGET
+    return 0
+
+
+def _stop_requested() -> Callable[[float], bool]:
+    """A wait of at most S seconds that answers True when SIGTERM, SIGINT or SIGHUP arrives meanwhile."""
+    from carbonwrap.signals import SignalWaiter
+
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    waiter = SignalWaiter([s for s in STOP_SIGNALS if s in blocked])
+    if not waiter.signals:
+        return lambda s: False
+    return lambda s: waiter.wait(s) is not None
+
+
+def present(options: RunOptions, report: RunReport, gateway: Any = None) -> Outcome:
+    """Every record, then the summary, then the Pushgateway; returns how carbonwrap must end."""
+    from carbonwrap.report import record
+
+    limit_stderr(STDERR_BUDGET_S)
+    if report.budget and "exit_status" not in report.budget:  # what the budget made of the status
+        report = replace(report, budget={**report.budget, "exit_status": exit_status(options, report, False)})
+    try:
+        rec = record.to_record(report)
+    except Exception as e:  # our bug: nothing to write, the status still passes through
+        say(f"carbonwrap: internal error, no record could be made: {e!r}\n")
+        return Outcome(report.exit_code, report.signal)
+    failed = _write_records(options, rec)
+    if failed:
+        for msg in failed:
+            say(f"carbonwrap: {msg}; the record follows on stderr\n")
+        say(json.dumps(rec, ensure_ascii=True, default=str) + "\n")
+    status = exit_status(options, report, bool(failed))
+    if not options.quiet:
+        _summary(rec)
+    if gateway is not None:
+        _push(gateway, rec)
+    return Outcome(status, report.signal)
+
+
+def _write_records(options: RunOptions, rec: dict[str, Any]) -> list[str]:
+    from carbonwrap.report import sinks
+
+    failed = []
+    for path in options.outputs:
+        try:
+            sinks.write(path, rec)
+        except sinks.SinkError as e:
+            failed.append(str(e))
+        except Exception as e:  # one output's surprise must not cost the others
+            failed.append(f"cannot write {path}: {e!r}")
+    step = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step and options.step_summary:
+        try:
+            from carbonwrap.report import github
+
+            github.append(step, rec)
+        except Exception as e:
+            reason = getattr(e, "strerror", None) or e
+            say(f"carbonwrap: cannot append to GITHUB_STEP_SUMMARY: {reason}\n")
+    return failed
+
+
+def _summary(rec: dict[str, Any]) -> None:
+    """Rendered into memory first, so a slow stderr only ever meets one bounded write."""
+    try:
+        from carbonwrap.report import summary
+
+        if sys.stderr is None:
+            return
+        buf: StringIO = StringIO()
+        if stderr_is_terminal() and not os.environ.get("NO_COLOR"):
+            buf = _Terminal()
+            summary.render_rich(rec, buf)
+        else:
+            summary.render_plain(rec, buf)
+        say(buf.getvalue())
+    except Exception as e:  # the records and the status matter more
+        say(f"carbonwrap: could not print the summary: {e!r}\n")
+
+
+class _Terminal(StringIO):
+    """A buffer that renders as the terminal it stands in for."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _push(gateway: Any, rec: dict[str, Any]) -> None:
+    try:
+        from carbonwrap.report import sinks
+
+        text = sinks.prometheus_text(rec)
+        done = gateway.finish(text, _stop_requested())
+        if not done:
+            say(
+                f"carbonwrap: Pushgateway {gateway.shown}: final push cut short by a signal; the records are complete\n"
+            )
+        elif gateway.warning:
+            say(f"carbonwrap: {gateway.warning}\n")
+    except Exception as e:
+        say(f"carbonwrap: Pushgateway push failed: {e!r}; the local records are complete\n")
