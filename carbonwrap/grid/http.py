@@ -24,9 +24,10 @@ USER_AGENT = "carbonwrap (+https://github.com/carbonwrap)"
 class FetchError(Exception):
     """A request that gave no usable answer; str() is one line for the user. `status` is the HTTP status."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, timeout: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.timeout = timeout
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _translate(e: BaseException, host: str, timeout_s: float) -> FetchError:
     if isinstance(reason, socket.gaierror):
         return FetchError(f"cannot resolve {host} (DNS failure; offline?)")
     if isinstance(reason, TimeoutError | socket.timeout):
-        return FetchError(f"no answer from {host} within {timeout_s:g} s")
+        return FetchError(f"no answer from {host} within {timeout_s:.3g} s", timeout=True)
     if isinstance(reason, ConnectionRefusedError):
         return FetchError(f"{host} refused the connection")
     if isinstance(reason, OSError) and reason.errno in (101, 113, 65, 51):  # ENETUNREACH, EHOSTUNREACH (Linux/BSD)
@@ -114,7 +115,7 @@ def get(
             raise FetchError("cancelled")
         if time.monotonic() >= end:
             job.stop.set()
-            raise FetchError(f"no complete answer from {name} within {deadline_s:g} s")
+            raise FetchError(f"no complete answer from {name} within {deadline_s:.3g} s", timeout=True)
     if job.error is not None:
         raise job.error
     assert job.body is not None

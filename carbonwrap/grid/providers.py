@@ -55,7 +55,12 @@ class Request:
         if left <= 0:
             raise FetchError(f"the {self.deadline_s:g} s deadline for live figures has passed")
         self.count += 1
-        body = self._get(url, headers=headers or {}, deadline_s=left, cancel=self.cancel)
+        try:
+            body = self._get(url, headers=headers or {}, deadline_s=left, cancel=self.cancel)
+        except FetchError as e:
+            if e.timeout:  # say the overall deadline, not what was left of it for this request
+                raise FetchError(f"no complete answer from {http.host(url)} within {self.deadline_s:g} s") from None
+            raise
         try:
             return json.loads(body)
         except (ValueError, RecursionError):
