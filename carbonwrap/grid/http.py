@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 MAX_BYTES = 1 << 20
 CHUNK = 16384
 POLL_S = 0.05
-USER_AGENT = "carbonwrap (+https://github.com/carbonwrap)"
+USER_AGENT = "carbonwrap"
 
 
 class FetchError(Exception):
