@@ -100,6 +100,12 @@ def test_cache_cold_then_warm_then_actual_replaces_forecast(replay: Replay, tmp_
     fourth = live_intensity("GB", ivs, TABLE, env=e, now=lambda: t0 + 9000)
     assert len(replay.paths("/intensity/")) == 2 and fourth[2] == []
     assert fourth[0]["periods"][0]["kind"] == "actual"
+    # A later answer that still carries the forecast for that period does not undo the actual.
+    replay.routes["/intensity/"] = NesoSeries(forecast_rows).answer
+    wider = [(t0 + 60.0, t0 + 2400.0, 500.0)]
+    fifth = live_intensity("GB", wider, TABLE, env=e, now=lambda: t0 + 9000)
+    assert len(replay.paths("/intensity/")) == 3
+    assert [(p["g_per_kwh"], p["kind"]) for p in fifth[0]["periods"]] == [(150, "actual"), (161, "forecast")]
 
 
 def test_corrupt_cache_is_ignored(replay: Replay, tmp_path: Any) -> None:
