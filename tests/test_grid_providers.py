@@ -13,9 +13,10 @@ from carbonwrap.grid import http, live_intensity, live_zone, table_region
 from carbonwrap.grid.http import FetchError
 from carbonwrap.grid.providers import parse_electricitymaps, parse_energinet
 from carbonwrap.grid.series import floor_to
+from tests.conftest import cw
 from tests.replay import Replay, fixture, replay, shift_em, wall
 
-assert replay
+assert replay and cw
 TOKEN = "s3cr3t-token-value"
 
 
@@ -139,3 +140,25 @@ def test_client_dns_failure() -> None:
     with pytest.raises(FetchError) as e:
         http.get("http://no-such-host.invalid/x", deadline_s=5.0)
     assert "resolve" in str(e.value) or "within 5 s" in str(e.value)
+
+
+def test_probe_for_doctor(replay: Replay) -> None:
+    from carbonwrap.grid import probe
+    from tests.replay import NESO_24H, NESO_24H_ASKED, NesoSeries, shift_neso
+
+    t0 = floor_to(time.time())
+    replay.routes["/intensity/"] = NesoSeries(shift_neso(fixture(NESO_24H)["data"], t0 - wall(NESO_24H_ASKED))).answer
+    got = probe("GB", env={"CARBONWRAP_NESO_URL": replay.url}, now=lambda: t0 + 60)
+    assert got["ok"] and got["provider"] == "NESO" and got["g_per_kwh"] == 177 and got["kind"] == "forecast"
+    assert got["latency_s"] is not None and len(replay.requests) == 1
+    replay.routes["/intensity/"] = (500, b"")
+    bad = probe("GB", env={"CARBONWRAP_NESO_URL": replay.url}, now=lambda: t0 + 60)
+    assert not bad["ok"] and "HTTP 500" in bad["error"]
+
+
+def test_regions_marks_live_providers(cw: Any) -> None:
+    lines = cw("regions").stdout.decode().splitlines()
+    marks = {line.split()[0]: line.rsplit("[", 1)[-1] for line in lines[1:]}
+    assert marks["GB"] == "live: NESO]" and marks["DK"] == "live: Energi Data Service]"
+    assert marks["FR"] == "live: Electricity Maps (token)]"
+    assert not marks["US-eGRID-CAMX"].startswith("live")

@@ -20,7 +20,7 @@ from carbonwrap.grid.providers import FETCHERS, Request
 from carbonwrap.grid.series import HALF_HOUR_S, Period, Zone, ceil_to, floor_to
 from carbonwrap.grid.zones import live_zone, table_region
 
-__all__ = ["current_intensity", "fetch_periods", "live_intensity", "live_zone", "table_region"]
+__all__ = ["current_intensity", "fetch_periods", "live_intensity", "live_zone", "probe", "table_region"]
 
 
 def fetch_periods(
@@ -130,6 +130,43 @@ def current_intensity(
         return None, f"live intensity: internal error {type(e).__name__}"
     here = [p for p in periods if p.start_s <= t < p.end_s] or [p for p in periods if p.start_s <= t]
     return (here[-1].g_per_kwh, None) if here else (None, f"live intensity: {zone.name} has no figure for now")
+
+
+def probe(
+    region: str | None,
+    *,
+    env: Mapping[str, str] = os.environ,
+    now: Callable[[], float] = time.time,
+    deadline_s: float = 10.0,
+) -> dict[str, Any]:
+    """For `carbonwrap doctor --grid live`: one request for the last hour, bypassing the cache. Never raises.
+
+    {region, provider, zone, basis, ok, latency_s, g_per_kwh, kind, error}
+    """
+    zone = live_zone(region)
+    out: dict[str, Any] = {"region": region, "provider": None, "zone": None, "basis": None, "ok": False}
+    out.update(latency_s=None, g_per_kwh=None, kind=None, error=None)
+    if zone is None:
+        out["error"] = f"no live provider for region {region or '(none set)'}"
+        return out
+    out.update(provider=zone.name, zone=zone.zone, basis=zone.basis)
+    t = now()
+    began = time.monotonic()
+    try:
+        periods = FETCHERS[zone.provider](zone, t - 3600, t, Request(env, deadline_s))
+    except FetchError as e:
+        out.update(latency_s=time.monotonic() - began, error=str(e))
+        return out
+    except Exception as e:
+        out.update(latency_s=time.monotonic() - began, error=f"internal error {type(e).__name__}")
+        return out
+    out["latency_s"] = time.monotonic() - began
+    if not periods:
+        out["error"] = f"{zone.name} returned no figures for the last hour"
+        return out
+    last = periods[-1]
+    out.update(ok=True, g_per_kwh=last.g_per_kwh, kind=last.kind)
+    return out
 
 
 def _token_var() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from carbonwrap.grid.series import Zone
 
@@ -28,7 +29,7 @@ def _zone(kind: tuple[str, str, str], zone: str, note: str = "") -> Zone:
     return Zone(kind[0], zone, kind[1], kind[2], note)
 
 
-def live_zone(region: str | None) -> Zone | None:
+def live_zone(region: str | None, table: Any = None) -> Zone | None:
     """The live provider for a region code, or None where no provider serves it without more detail."""
     if not region:
         return None
@@ -51,13 +52,14 @@ def live_zone(region: str | None) -> Zone | None:
         return _zone(ENERGINET, "DK", "DK: the mean of DK1 and DK2 per period")
     if up in _US_STATES:
         return _zone(EMAPS, _US_STATES[up])
-    return _table_zone(code)
+    return _table_zone(code, table)
 
 
-def _table_zone(code: str) -> Zone | None:
+def _table_zone(code: str, table: Any) -> Zone | None:
     from carbonwrap import intensity
 
-    row = intensity.Table.load().get(code)
+    table = table if table is not None else intensity.Table.load()
+    row = table.get(code)
     if row is None:
         return None
     if row.kind == "country":
@@ -70,7 +72,7 @@ def _table_zone(code: str) -> Zone | None:
         m = re.search(r"value for ([A-Z]{2})\b", row.source)
         country = m.group(1) if m else None
         if country is None:  # "Paris, France": the last part of the location names the country
-            last = intensity.Table.load().get(row.name.rsplit(",", 1)[-1].strip())
+            last = table.get(row.name.rsplit(",", 1)[-1].strip())
             country = last.code if last is not None and last.kind == "country" else None
         if country == "GB":
             return _zone(NESO, "GB")
@@ -91,3 +93,11 @@ def table_region(region: str) -> str | None:
         zone = up[3:]
         return zone.split("-", 1)[0] if len(zone.split("-", 1)[0]) == 2 else None
     return None
+
+
+def live_marker(code: str, table: Any = None) -> str:
+    """'live: NESO' for `carbonwrap regions`; '' where no live provider serves the region."""
+    zone = live_zone(code, table)
+    if zone is None:
+        return ""
+    return f"live: {zone.name}" + (" (token)" if zone.provider == "electricitymaps" else "")
