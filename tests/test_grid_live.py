@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from carbonwrap.grid import live_intensity
+from carbonwrap.grid import describe, live_intensity
 from carbonwrap.grid.series import floor_to
 from tests.replay import NESO_24H, NESO_24H_ASKED, NesoSeries, Replay, fixture, neso_time, replay, shift_neso, wall
 
@@ -53,6 +53,11 @@ def test_energy_weighted_against_each_second(replay: Replay, tmp_path: Any) -> N
     assert abs(time_mean - (5 * 177 + 30 * 161 + 5 * 143) / 40) < 1e-9
     assert fields["g_per_kwh"] < time_mean  # more energy in the cleaner, later minutes
     assert fields["table_g_per_kwh"] == TABLE
+    line = describe(fields, "GB")
+    assert (
+        line
+        == f"GB live {fields['g_per_kwh']:.0f} g/kWh (NESO, average, direct, consumption, 0 % actual) vs 213 yearly"
+    )
 
 
 def test_request_padded_to_half_hours(replay: Replay, tmp_path: Any) -> None:

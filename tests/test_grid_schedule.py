@@ -176,3 +176,20 @@ def test_expected_duration_from_history(tmp_path: Path) -> None:
     seconds, source, line = expected_duration(None, "never", [str(jsonl), str(tmp_path / "missing.jsonl")])
     assert (seconds, source) == (3600.0, "default") and line is not None and "1 h" in line
     assert math.isfinite(seconds)
+
+
+def test_regional_forecast_path_and_outcome_line(replay: Replay, tmp_path: Any) -> None:
+    from carbonwrap.grid.schedule import outcome
+
+    doc = fixture("uk-carbon-intensity/stuartharris__regional.json")
+    now = floor_to(time.time()) + 60
+    rows = shift_neso(doc["data"]["data"], floor_to(now) - wall("2023-07-05T00:00Z"))
+    meta = {k: v for k, v in doc["data"].items() if k != "data"}
+    replay.routes["/regional/intensity/"] = NesoSeries(rows, regional=meta).answer
+    env = {"CARBONWRAP_NESO_URL": replay.url, "XDG_CACHE_HOME": str(tmp_path)}
+    plan, _ = plan_start("GB-KT1", now + 1800, 1200, env=env, now=lambda: now)
+    assert "/fw48h/postcode/KT1" in replay.paths()[0]
+    # The recorded regional answer has two periods (121 until now's half hour, 116 in it): start now.
+    assert plan is not None and plan.start_s == now and plan.chosen_g_per_kwh == 116
+    line = outcome(plan.record(now, realised_g_per_kwh=110.0))
+    assert line.startswith("waited 0.0 h: forecast 116 g/kWh") and "realised 110 g/kWh" in line

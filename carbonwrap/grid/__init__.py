@@ -20,7 +20,7 @@ from carbonwrap.grid.providers import FETCHERS, Request
 from carbonwrap.grid.series import HALF_HOUR_S, Period, Zone, ceil_to, floor_to
 from carbonwrap.grid.zones import live_zone, table_region
 
-__all__ = ["current_intensity", "fetch_periods", "live_intensity", "live_zone", "probe", "table_region"]
+__all__ = ["current_intensity", "describe", "fetch_periods", "live_intensity", "live_zone", "probe", "table_region"]
 
 
 def fetch_periods(
@@ -167,6 +167,20 @@ def probe(
     last = periods[-1]
     out.update(ok=True, g_per_kwh=last.g_per_kwh, kind=last.kind)
     return out
+
+
+def describe(fields: Mapping[str, Any], region: str | None = None) -> str:
+    """`GB live 182 g/kWh (NESO, average, direct, consumption, 92 % actual) vs 213 yearly` for the summary."""
+    where = region or fields.get("zone") or "grid"
+    basis = f", {fields['basis']}" if fields.get("basis") else ""
+    share = f", {100 * float(fields.get('actual_share') or 0):.0f} % actual"
+    cover = (
+        "" if float(fields.get("coverage") or 0) >= 1 else f", {100 * float(fields.get('coverage') or 0):.0f} % live"
+    )
+    return (
+        f"{where} live {float(fields['g_per_kwh']):.0f} g/kWh ({fields.get('provider') or 'no provider'}{basis}"
+        f"{share}{cover}) vs {float(fields['table_g_per_kwh']):.0f} yearly"
+    )
 
 
 def _token_var() -> str:

@@ -193,3 +193,18 @@ def plan_start(
         candidates=choice.candidates,
     )
     return plan, warnings
+
+
+def outcome(schedule: Mapping[str, Any]) -> str:
+    """The summary's schedule line: the wait, the forecast saving, and the realised one when it is known."""
+    waited = float(schedule.get("waited_s") or 0)
+    now, chosen = schedule.get("forecast_now_g_per_kwh"), schedule.get("forecast_chosen_g_per_kwh")
+    if chosen is None:
+        return "started at once: no forecast"
+    line = f"waited {waited / 3600:.1f} h: forecast {chosen:.0f} g/kWh"
+    if now:
+        line += f" vs {now:.0f} now (−{100 * (1 - chosen / now):.0f} % forecast)"
+    realised = schedule.get("realised_g_per_kwh")
+    if realised is not None:
+        line += f"; realised {realised:.0f} g/kWh" + (f" (−{100 * (1 - realised / now):.0f} % realised)" if now else "")
+    return line
