@@ -119,6 +119,12 @@ class RunOptions:
     max_energy_j: float | None = None
     on_budget: str = "warn"
     progress_s: float | None = None
+    # SPEC.md sections 8 and 9: live pricing and the carbon-aware start (grid/). finish_by_s is wall-clock
+    # seconds; expect_s None means 'auto' (the median of earlier runs, else 1 h).
+    grid: str = "table"
+    start_within_s: float | None = None
+    finish_by_s: float | None = None
+    expect_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

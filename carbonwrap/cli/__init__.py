@@ -25,9 +25,10 @@ from carbonwrap.cli.params import (
     valid_pue,
     valid_tags,
 )
+from carbonwrap.cli.when import valid_duration, valid_expect, valid_finish_by
 from carbonwrap.errors import CarbonwrapError, LaunchError, UsageError
 
-RESERVED = ("regions", "doctor", "report")
+RESERVED = ("regions", "doctor", "report", "when")
 
 
 @click.command(
@@ -139,6 +140,20 @@ RESERVED = ("regions", "doctor", "report")
     callback=valid_non_negative,
     help="Without the live panel (logs, CI): print a progress line every S seconds.",
 )
+@click.option(
+    "--grid",
+    type=click.Choice(["table", "live"]),
+    default="table",
+    show_default=True,
+    help="Price the energy with the yearly table, or the grid operator's figures for the run's hours.",
+)
+@click.option(
+    "--start-within", metavar="D", callback=valid_duration, help="Carbon-aware start: any time in the next D (6h)."
+)
+@click.option(
+    "--finish-by", metavar="T", callback=valid_finish_by, help="Carbon-aware start: finish by T (HH:MM or ISO 8601)."
+)
+@click.option("--expect", metavar="D|auto", callback=valid_expect, help="Expected duration [default: auto].")
 @click.option("--debug", is_flag=True, hidden=True, allow_from_autoenv=False, help="Show tracebacks.")
 @click.version_option(__version__, "-V", "--version", prog_name="carbonwrap", allow_from_autoenv=False)
 @click.help_option("-h", "--help", allow_from_autoenv=False)
@@ -218,8 +233,9 @@ def _wrap(params: dict[str, Any], command: list[str]) -> int:
 
 def _subcommand(name: str, rest: list[str], params: dict[str, Any]) -> NoReturn:
     from carbonwrap.cli import commands as sub
+    from carbonwrap.cli.when import when
 
-    commands = {"regions": sub.regions, "doctor": sub.doctor, "report": sub.report}
+    commands = {"regions": sub.regions, "doctor": sub.doctor, "report": sub.report, "when": when}
     if name in commands:
         try:
             rv = commands[name].main(rest, prog_name=f"carbonwrap {name}", standalone_mode=False, obj=params)

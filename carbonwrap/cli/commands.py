@@ -24,8 +24,13 @@ def regions(query: str | None) -> None:
         raise click.ClickException(f"no region matches '{query}'" + (f"; close: {', '.join(hint)}" if hint else ""))
     width = max(len(r.code) for r in rows)
     click.echo(f"{'code':<{width}}  {'g/kWh':>8}  year  name  [source]")
+    from carbonwrap.grid.zones import live_marker
+
     for r in rows:
-        click.echo(f"{r.code:<{width}}  {r.g_per_kwh:>8g}  {r.year}  {r.name}  [{r.source}]")
+        live = live_marker(r.code, table)  # --grid live: which provider would price this region
+        click.echo(
+            f"{r.code:<{width}}  {r.g_per_kwh:>8g}  {r.year}  {r.name}  [{r.source}]" + (f"  [{live}]" if live else "")
+        )
 
 
 @click.command(context_settings=CONTEXT)

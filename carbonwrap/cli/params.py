@@ -134,4 +134,8 @@ def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
         max_energy_j=params["max_energy"],
         on_budget=params["on_budget"],
         progress_s=params["progress"] or None,
+        grid=params.get("grid") or "table",
+        start_within_s=params.get("start_within"),
+        finish_by_s=params.get("finish_by"),
+        expect_s=params.get("expect"),
     )
