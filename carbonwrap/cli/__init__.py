@@ -27,7 +27,7 @@ from carbonwrap.cli.params import (
 )
 from carbonwrap.errors import CarbonwrapError, LaunchError, UsageError
 
-RESERVED = ("regions", "doctor", "report")
+RESERVED = ("regions", "doctor", "report", "mark")
 
 
 @click.command(
@@ -212,6 +212,10 @@ def _wrap(params: dict[str, Any], command: list[str]) -> int:
 
 
 def _subcommand(name: str, rest: list[str], params: dict[str, Any]) -> NoReturn:
+    if name == "mark":  # after options (`carbonwrap -q mark`); entry.py takes a bare one before click loads
+        from carbonwrap.marks import cli_mark
+
+        sys.exit(cli_mark(rest))
     from carbonwrap.cli import commands as sub
 
     commands = {"regions": sub.regions, "doctor": sub.doctor, "report": sub.report}
