@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -117,16 +118,16 @@ def test_a_flood_is_read_within_the_budget_and_dropped_beyond_it(reader: MarksRe
     flood = (
         "import os, sys\n"
         "fd = os.open(sys.argv[1], os.O_WRONLY)\n"  # blocking: the writer waits for us, the pipe stays full
-        "line = b'phase ' + b'p' * 50 + b'\\n'\n"
-        "for _ in range(40000): os.write(fd, line)\n"
+        "for k in range(40000): os.write(fd, b'phase p%06d' % k + b'x' * 44 + b'\\n')\n"
     )
     child = subprocess.Popen([sys.executable, "-c", flood, reader.path], env=clean_env())
     tracemalloc.start()
     try:
-        sizes, peaks = [], []
+        sizes, peaks, torn = [], [], 0
         while child.poll() is None or len(sizes) < 3:
             got = reader.poll()
             sizes.append(len(got))
+            torn += sum(not re.fullmatch(r"p\d{6}x{44}", m.name) for m in got)
             peaks.append(tracemalloc.get_traced_memory()[0])
             time.sleep(0.005)
             if len(sizes) > 20000:
@@ -136,6 +137,8 @@ def test_a_flood_is_read_within_the_budget_and_dropped_beyond_it(reader: MarksRe
         child.kill()
         child.wait()
     assert max(sizes) <= reader.max_marks
+    assert torn == 0  # whole lines only: never the tail of a dropped one joined to the next
+    assert reader.malformed == 0
     assert max(sizes) > 0
     assert reader.dropped > 0
     assert len([w for w in reader.warnings() if "dropped" in w]) == 1
