@@ -8,7 +8,6 @@ blocks, reads a bounded number of bytes per call and keeps a bounded buffer.
 from __future__ import annotations
 
 import os
-import signal
 import stat
 
 ENV = "CARBONWRAP_MARKS"
@@ -16,6 +15,7 @@ MAX_LINE = 1024  # bytes of one mark, newline included
 READ_BUDGET = 64 * 1024  # bytes one poll() parses
 DRAIN_LIMIT = 1024 * 1024  # bytes one poll() reads and drops past the budget (a pipe holds at most 1 MiB)
 MAX_MARKS = 1000  # marks one poll() returns; more are dropped
+_F_SETOWN_EX, _F_OWNER_TID = 15, 0  # <linux/fcntl.h>; Python's fcntl does not name them
 
 
 class Mark:
@@ -72,6 +72,8 @@ def parse(line: str) -> Mark | None:
 
 def _write(fd: int, data: bytes) -> None:
     """One write that a reader gone away cannot turn into a fatal SIGPIPE, whatever the disposition."""
+    import signal  # here: it loads enum, which `carbonwrap mark` otherwise never needs
+
     if signal.getsignal(signal.SIGPIPE) is signal.SIG_IGN:  # Python's default: EPIPE comes back as an error
         os.write(fd, data)
         return
@@ -155,6 +157,26 @@ class MarksReader:
 
     def fileno(self) -> int:
         return self._fd
+
+    def signal_on_input(self, sig: int) -> None:
+        """Have the kernel send `sig` to the calling thread when marks arrive, so a loop asleep in
+        sigtimedwait() wakes for them (carbonwrap's tick loop: add `sig` to Child's extra_signals).
+
+        `sig` must already be blocked in this thread: an unblocked SIGIO would end the process. Signals
+        coalesce while pending, so a flood wakes the loop at most once per wait; it should still read the
+        counters for marks at most a few times per interval.
+        """
+        import fcntl
+        import signal
+        import struct
+        import threading
+
+        if sig not in signal.pthread_sigmask(signal.SIG_BLOCK, ()):
+            raise ValueError(f"signal {sig} must be blocked in this thread before marks may raise it")
+        fcntl.fcntl(self._fd, fcntl.F_SETSIG, sig)
+        # F_SETOWN_EX with F_OWNER_TID (Linux): this thread only, not any thread that has it unblocked.
+        fcntl.fcntl(self._fd, _F_SETOWN_EX, struct.pack("ii", _F_OWNER_TID, threading.get_native_id()))
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, fcntl.fcntl(self._fd, fcntl.F_GETFL) | os.O_ASYNC)
 
     def poll(self) -> list[Mark]:
         """The marks that arrived since the last call, in order; reads at most `read_budget` bytes and drops

@@ -245,3 +245,30 @@ def test_nested_marks_go_to_the_innermost_reader() -> None:
         subprocess.run([*CW, "mark", "phase", "inner"], env=env, check=True, timeout=60)
         assert poll_until(inner, bool) == [Mark("phase", "inner")]
         assert outer.poll() == []
+
+
+WAKE = r"""
+import os, signal, subprocess, sys, threading
+from carbonwrap.marks import ENV, MarksReader
+r = MarksReader()
+try:
+    r.signal_on_input(signal.SIGIO)
+except ValueError as e:
+    print("refused:", e)
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGIO})
+r.signal_on_input(signal.SIGIO)
+assert signal.sigtimedwait({signal.SIGIO}, 0.2) is None  # nothing yet: no wake
+env = dict(os.environ, **{ENV: r.path})
+subprocess.Popen([sys.executable, "-m", "carbonwrap", "mark", "phase", "woken"], env=env)
+info = signal.sigtimedwait({signal.SIGIO}, 60)
+print("woken by", signal.Signals(info.si_signo).name if info else None, [m.name for m in r.poll()])
+r.close()
+"""
+
+
+def test_a_loop_asleep_in_sigtimedwait_wakes_for_a_mark() -> None:
+    out = subprocess.run([sys.executable, "-c", WAKE], env=clean_env(), cwd=ROOT, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert lines[0].startswith("refused: signal") and "must be blocked" in lines[0]
+    assert lines[1] == "woken by SIGIO ['woken']"
