@@ -185,3 +185,9 @@ def test_the_columns_are_the_contracts() -> None:
         "g_per_kwh",
         "phase",
     )
+
+
+def test_reading_back_refuses_a_fifo_instead_of_hanging(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "s.csv")
+    with pytest.raises(ValueError, match="not a regular file"):
+        samples.read(str(tmp_path / "s.csv"))

@@ -134,7 +134,10 @@ def _csv_line(r: dict[str, Any]) -> str:
 
 def read(path: str) -> tuple[str | None, Iterator[dict[str, Any]]]:
     """A samples file back: its run id, and its rows with numbers as floats (None where empty). A line that
-    does not parse is skipped. The rows are read lazily, so a long run's file is never held whole."""
+    does not parse is skipped. The rows are read lazily, so a long run's file is never held whole.
+    Raises OSError or ValueError (not a regular file) for the caller to count, as `report` does."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the reader
+        raise ValueError(f"{_ascii(path)} is not a regular file")
     fh = open(path, newline="", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the generator
     if path.lower().endswith(".csv"):
         rows: Iterator[dict[str, Any]] = (_from_csv(r) for r in csv.DictReader(fh))
