@@ -23,10 +23,18 @@ class Mark:
 
     __slots__ = ("kind", "name", "progress")
 
+    kind: str
+    name: str
+    progress: float
+
     def __init__(self, kind: str, name: str = "", progress: float = 0.0) -> None:
-        self.kind = kind
-        self.name = name
-        self.progress = progress
+        # Frozen like the house's dataclasses, without loading dataclasses into `carbonwrap mark`.
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "progress", progress)
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"Mark is frozen: cannot set {key}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mark):

@@ -345,3 +345,13 @@ def test_a_samples_file_makes_the_same_series(tmp_path: Path) -> None:
     assert got == pytest.approx(sum(sum(p.charged_j.values()) for p in direct.points()), rel=1e-6)
     page = history_page([_record(id="rid")], {"rid": s})
     assert 'id="run0"' in page
+
+
+def test_pages_render_for_a_run_without_samples_and_for_no_runs() -> None:
+    """A run that ended before its first tick, a record of nothing, an empty history: a page, not a crash."""
+    short = run_page(_record(energy_j={"cpu": 0.0, "dram": None, "gpu": None, "total": 0.0}), Series())
+    assert 'data-points="0"' in short and "All 0 points" in short
+    _self_contained(run_page({}, None))
+    empty = history_page([])
+    _self_contained(empty)
+    assert "0 runs over 0 day(s)" in empty

@@ -272,3 +272,10 @@ def test_a_loop_asleep_in_sigtimedwait_wakes_for_a_mark() -> None:
     lines = out.stdout.decode().splitlines()
     assert lines[0].startswith("refused: signal") and "must be blocked" in lines[0]
     assert lines[1] == "woken by SIGIO ['woken']"
+
+
+def test_a_mark_is_frozen() -> None:
+    m = Mark("phase", "a")
+    with pytest.raises(AttributeError):
+        m.name = "b"
+    assert m == Mark("phase", "a") and hash(m) == hash(Mark("phase", "a")) and m != Mark("phase", "b")

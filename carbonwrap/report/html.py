@@ -256,6 +256,6 @@ def _mean(ys: Sequence[float], pts: Sequence[Point]) -> float:
 
 def history_page(records: Sequence[Mapping[str, Any]], samples_by_id: Mapping[str, Series] | None = None) -> str:
     """Many runs: CO2e per day stacked by label, energy per day by domain, and the totals table (section 5.3)."""
-    from carbonwrap.report import history
+    from carbonwrap.report import html_history
 
-    return history.page(records, samples_by_id or {})
+    return html_history.page(records, samples_by_id or {})
