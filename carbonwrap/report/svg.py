@@ -219,6 +219,7 @@ h1{font-size:1.4rem;margin:.2rem 0}h2{font-size:1.1rem;margin:1.4rem 0 .4rem;bor
 .meta{color:#333;font-size:.9rem;overflow-wrap:anywhere}
 .row{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:1rem;align-items:start}
 @media (max-width:800px){.row{grid-template-columns:minmax(0,1fr)}}
+@media (max-width:600px){figure{overflow-x:auto}.chart{min-width:560px}}
 figure{margin:0}.chart{width:100%;height:auto;display:block}
 .plot{fill:#fff;stroke:#444;stroke-width:1}.grid{stroke:#ddd;stroke-width:1}
 .tick,.axis,.end-label,.band-label,.legend text{font-size:11px;fill:#222}.end-label{font-weight:600}
