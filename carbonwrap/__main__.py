@@ -1,3 +1,3 @@
-from carbonwrap.cli import main
+from carbonwrap.entry import main
 
 main()

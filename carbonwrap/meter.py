@@ -108,7 +108,8 @@ class Meter:
             self.charged_j[domain] = self.charged_j.get(domain, 0.0) + charged[domain]
 
         self._usage, self._t_s = usage, now_s
-        return Sample(now_s, dt, energy, charged, power, usage.cpu_s)
+        share = tree_cpu / capacity if capacity > 0 else None
+        return Sample(now_s, dt, energy, charged, power, usage.cpu_s, share)
 
     def _delta(self, r: Reading, now_s: float, dt: float) -> float:
         ch = self._channels.setdefault((r.domain, r.name), _Channel())

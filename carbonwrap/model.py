@@ -78,6 +78,8 @@ class Sample:
     charged_j: dict[str, float]
     power_w: dict[str, float]
     tree_cpu_s: float
+    # The tree's CPU seconds in the interval over the machine's capacity (threads x dt_s); None when dt_s is 0.
+    tree_cpu_share: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from carbonwrap.cli.params import (
 from carbonwrap.cli.when import valid_duration, valid_expect, valid_finish_by
 from carbonwrap.errors import CarbonwrapError, LaunchError, UsageError
 
-RESERVED = ("regions", "doctor", "report", "when")
+RESERVED = ("regions", "doctor", "report", "when", "mark")
 
 
 @click.command(
@@ -232,6 +232,10 @@ def _wrap(params: dict[str, Any], command: list[str]) -> int:
 
 
 def _subcommand(name: str, rest: list[str], params: dict[str, Any]) -> NoReturn:
+    if name == "mark":  # after options (`carbonwrap -q mark`); entry.py takes a bare one before click loads
+        from carbonwrap.marks import cli_mark
+
+        sys.exit(cli_mark(rest))
     from carbonwrap.cli import commands as sub
     from carbonwrap.cli.when import when
 
