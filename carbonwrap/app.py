@@ -13,12 +13,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from carbonwrap import session, spawn
+from carbonwrap import gridsteps, session, spawn
 from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError, LaunchError
-from carbonwrap.meter import Meter
-from carbonwrap.model import DOMAINS, RunOptions, RunReport, Sample, co2e_g
-from carbonwrap.report import say, stderr_is_terminal
+from carbonwrap.model import RunOptions
+from carbonwrap.report import observers, say, stderr_is_terminal
 from carbonwrap.report.deliver import Outcome, present
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
@@ -38,45 +37,77 @@ def credential_variables(environ: dict[str, str]) -> list[str]:
 
 def run(options: RunOptions) -> Outcome:
     """Measure the command and deliver the result; returns how carbonwrap should end."""
+    region = options.grid_region or options.intensity.region
+    start = gridsteps.wait_for_start(options, region)  # before anything else: nothing runs while it waits
     sensors, warnings = open_sensors(Path(options.sysfs), options.cpu_watts)
     run_id = uuid.uuid4().hex
-    env = spawn.child_environ(
-        spawn.startup_environ(),
-        {"CARBONWRAP_PARENT_ID": run_id},
-        remove=credential_variables(dict(os.environ)),
-    )
+    from carbonwrap.marks import MarksReader
+    from carbonwrap.phases import Phases
+
+    marks = _isolated_make("phase and progress marks", MarksReader, warnings)
+    phases = Phases(options.pue, g_per_kwh=options.intensity.g_per_kwh)
+    add = {"CARBONWRAP_PARENT_ID": run_id, **({"CARBONWRAP_MARKS": marks.path} if marks is not None else {})}
+    env = spawn.child_environ(spawn.startup_environ(), add, remove=credential_variables(dict(os.environ)))
     panel = None
     late: list[str] = []  # what went wrong after the run, for the record
+    writer = series = by_minute = None
     try:
         panel = _panel(options, sensors)
+
+        def on_signal(sig: int) -> None:
+            if sig == signal.SIGWINCH and panel is not None:
+                panel.resize()
+
+        extra = [signal.SIGIO] if marks is not None else []
         child = Child(
-            options.command,
-            extra_signals=(signal.SIGWINCH,) if panel else (),
-            on_signal=(lambda _sig: panel.resize()) if panel else None,
-            env=env,
+            options.command, extra_signals=[*extra, *([signal.SIGWINCH] if panel else [])], on_signal=on_signal, env=env
         )
+        if marks is not None:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGIO})  # the command still gets the inherited mask
+            _isolated("waking on marks", lambda: marks.signal_on_input(signal.SIGIO), warnings)
         gpu = None
         if options.gpu is True or (options.gpu is None and nvidia_driver_present()):
             gpu = open_gpu(child.tree_pids, options.gpu is True, warnings)  # before the launch: the whole run
             if gpu is not None:
                 sensors.append(gpu)
         budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
-        callbacks: list[Callable[[Sample, Meter], None]] = []
+        watch: list[observers.Observer] = []
         gateway = None
         if options.pushgateway:
             from carbonwrap.report.push import Pushgateway
 
             gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
-            callbacks.append(_periodic_push(options, gateway, [asdict(i) for s in sensors for i in s.info]))
+            watch.append(observers.periodic_push(options, gateway, [asdict(i) for s in sensors for i in s.info]))
         if panel is not None:
-            callbacks.append(_panel_update(options, panel))
+            watch.append(observers.panel_update(options, panel, phases))
         elif options.progress_s and not options.quiet:
-            callbacks.append(_progress(options))
+            watch.append(observers.progress_lines(options, phases.prediction))
+        g_table = options.intensity.g_per_kwh
+        if options.samples:
+            from carbonwrap.report.samples import SamplesWriter
+
+            writer = _isolated_make("--samples", lambda: SamplesWriter(options.samples or "", run_id), warnings)
+            if writer is not None:
+                watch.append(observers.samples_file(writer, lambda: phases.current, g_table))
+        if any(o.lower().endswith(".html") for o in options.outputs):
+            from carbonwrap.report.html import Series
+
+            series = Series(pue=options.pue)
+            watch.append(observers.html_series(series, g_table))
+        launched = [0.0]
+        if options.grid == "live":
+            by_minute = gridsteps.EnergyByMinute(lambda: launched[0])
+            watch.append(by_minute)
         if panel is not None:
             panel.start()  # before the launch: no output of the command can come before the reserved rows
         idle_w = None
         if options.baseline_s > 0:
             idle_w = _baseline(sensors, child, options.baseline_s)
+
+        def wall() -> float:
+            launched[0] = launched[0] or time.time()
+            return time.time()
+
         try:
             report = session.run(
                 options,
@@ -86,10 +117,13 @@ def run(options: RunOptions) -> Outcome:
                 warnings=warnings,
                 budget=budget if budget.active else None,
                 notify=_notify,
-                on_sample=_all(callbacks) if callbacks else None,
+                on_sample=observers.fan_out(watch),
                 devices=gpu.devices if gpu is not None else None,
                 run_id=run_id,
                 on_clock=panel.tick if panel is not None else None,
+                marks=marks,
+                phases=phases,
+                wall=wall,
             )
         except (CarbonwrapError, KeyboardInterrupt):
             raise
@@ -102,9 +136,22 @@ def run(options: RunOptions) -> Outcome:
             _isolated("the live panel", panel.stop, late)  # on every path: the command's end, its death, our failure
         for s in sensors:
             _isolated("closing a sensor", s.close, late)  # nvmlShutdown included
-    if late:
-        report = replace(report, warnings=(*report.warnings, *late))
-    return present(options, report, gateway)
+        for closer in (marks, writer):
+            if closer is not None:
+                _isolated("closing", closer.close, late)
+    extra_notes = [*(marks.warnings() if marks else []), *phases.warnings(), *late]
+    if writer is not None and writer.warning:
+        extra_notes.append(writer.warning)
+    report = replace(report, warnings=(*report.warnings, *extra_notes))
+    stopped = False
+    if by_minute is not None:
+        report, stopped = gridsteps.price_live(options, report, region, by_minute.intervals())
+        report = replace(report, phases=tuple(phases.phases(co2e_g=report.co2e_g)))
+    if start is not None:
+        g = report.live.get("g_per_kwh")
+        realised = float(g) if isinstance(g, int | float) and report.live.get("coverage") else None
+        report = replace(report, schedule=gridsteps.schedule_record(start, launched[0], realised))
+    return present(options, report, None if stopped else gateway, series=series)
 
 
 def _isolated(what: str, step: Callable[[], object], notes: list[str]) -> None:
@@ -112,6 +159,14 @@ def _isolated(what: str, step: Callable[[], object], notes: list[str]) -> None:
         step()
     except Exception as e:
         notes.append(f"{what} failed: {e!r}")
+
+
+def _isolated_make(what: str, make: Callable[[], Any], notes: list[str]) -> Any:
+    try:
+        return make()
+    except Exception as e:
+        notes.append(f"{what}: unavailable ({e!r})")
+        return None
 
 
 def _baseline(sensors: list[Any], child: Child, seconds: float) -> dict[str, float]:
@@ -148,19 +203,6 @@ def _after_failure(child: Child, error: Exception) -> Outcome:
     return Outcome(child.status[0], child.status[1])
 
 
-def _all(callbacks: list[Callable[[Sample, Meter], None]]) -> Callable[[Sample, Meter], None]:
-    def each(sample: Sample, meter: Meter) -> None:
-        for c in callbacks:
-            c(sample, meter)
-
-    return each
-
-
-def _charged(options: RunOptions, meter: Meter) -> tuple[float, float]:
-    total = sum(meter.charged_j.values())
-    return total, co2e_g(total, options.pue, options.intensity.g_per_kwh)
-
-
 def _panel(options: RunOptions, sensors: list[Any]) -> Any:
     """The live panel when stderr is a terminal and the command is not a known full-screen program."""
     if not options.live or options.quiet or not stderr_is_terminal():
@@ -175,79 +217,5 @@ def _panel(options: RunOptions, sensors: list[Any]) -> Any:
     return live.LivePanel(options.label, region, estimated, color=not os.environ.get("NO_COLOR"))
 
 
-def _panel_update(options: RunOptions, panel: Any) -> Callable[[Sample, Meter], None]:
-    def on_sample(sample: Sample, meter: Meter) -> None:
-        dt = sample.dt_s or 1.0
-        charged_w = {d: j / dt for d, j in sample.charged_j.items()}
-        machine_w = sum(sample.machine_j.values()) / dt
-        panel.update(sample.t_s, charged_w, *_charged(options, meter), machine_w=machine_w)
-
-    return on_sample
-
-
-def _every(period_s: float) -> Callable[[float], bool]:
-    """True once per multiple of `period_s` (a tick that lands a hair early still counts for its multiple)."""
-    done = [0]
-
-    def due(t_s: float) -> bool:
-        n = int(t_s / period_s + 1e-6)
-        if n > done[0]:
-            done[0] = n
-            return True
-        return False
-
-    return due
-
-
-def _progress(options: RunOptions) -> Callable[[Sample, Meter], None]:
-    """One plain line every --progress seconds, for logs."""
-    from carbonwrap.report.summary import format_energy, format_mass
-
-    due = _every(options.progress_s or 1.0)
-
-    def on_sample(sample: Sample, meter: Meter) -> None:
-        if due(sample.t_s):
-            energy, co2 = _charged(options, meter)
-            say(f"carbonwrap: {sample.t_s:.0f} s, {format_energy(energy)}, {format_mass(co2)} CO2e so far\n")
-
-    return on_sample
-
-
 def _notify(message: str) -> None:
     say(f"carbonwrap: {message}\n")
-
-
-def _periodic_push(options: RunOptions, gateway: Any, sensors: list[dict[str, str]]) -> Any:
-    """An on_sample callback that pushes the totals so far every --push-interval seconds, off the loop."""
-    from carbonwrap.report.sinks import prometheus_text
-
-    due = _every(options.push_interval_s)
-
-    def on_sample(sample: Sample, meter: Meter) -> None:
-        if due(sample.t_s):
-            gateway.push_in_background(prometheus_text(partial_record(options, meter, sample, sensors)))
-
-    return on_sample
-
-
-def partial_record(options: RunOptions, meter: Meter, sample: Sample, sensors: list[dict[str, str]]) -> dict[str, Any]:
-    """What the Prometheus families need, for a run still going: totals so far, no exit status yet."""
-    energy: dict[str, float | None] = {d: meter.charged_j.get(d) for d in DOMAINS}
-    machine: dict[str, float | None] = {d: meter.machine_j.get(d) for d in DOMAINS}
-    energy["total"] = sum(v for v in energy.values() if v is not None)
-    machine["total"] = sum(v for v in machine.values() if v is not None)
-    return {
-        "label": options.label,
-        "tags": dict(options.tags),
-        "scope": options.scope,
-        "energy_j": energy,
-        "machine_energy_j": machine,
-        "co2e_g": co2e_g(energy["total"] or 0.0, options.pue, options.intensity.g_per_kwh),
-        "sensors": sensors,
-        "duration_s": sample.t_s,
-        "cpu_time_s": sample.tree_cpu_s,
-        "exit_code": None,
-    }
-
-
-__all__ = ["Outcome", "RunReport", "credential_variables", "present", "run"]

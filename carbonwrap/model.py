@@ -127,6 +127,8 @@ class RunOptions:
     start_within_s: float | None = None
     finish_by_s: float | None = None
     expect_s: float | None = None
+    samples: str | None = None  # --samples PATH: one row per interval (SPEC section 10.1)
+    grid_region: str | None = None  # the region as given, for the live providers (GB-13, DK-DK1, em:...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,10 @@ class RunReport:
     tags: dict[str, str] = field(default_factory=dict)
     baseline_w: dict[str, float] = field(default_factory=dict)
     budget: dict[str, object] = field(default_factory=dict)  # limits, policy and what happened
+    phases: tuple[dict[str, object], ...] = ()  # SPEC section 10.2: the run starts in `main`
+    prediction: dict[str, float] | None = None  # from the latest progress mark
+    schedule: dict[str, object] | None = None  # SPEC section 9.1, when the start waited for a cleaner grid
+    live: dict[str, object] = field(default_factory=dict)  # SPEC section 8's intensity fields, with --grid live
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:

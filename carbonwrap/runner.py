@@ -224,6 +224,8 @@ class Child:
         self._waiter = SignalWaiter(self._waited)
         self.threads = psutil.cpu_count() or 1
         self._old_mask: set[int | signal.Signals] | None = None
+        # The mask the command gets: carbonwrap's as it was when this was made, before anything blocked more.
+        self._inherited_mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
         self._canary: Canary | None = None
         self._deferred: dict[int, float] = {}  # signal -> when it is forwarded unless the group got it
         self._renew_at: float | None = None  # when the canary is replaced after a signal that reached the group
@@ -238,7 +240,7 @@ class Child:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, self._waited)
         self._old_mask = old
         try:
-            self.pid = spawn.spawn(self.command, self.env, old)
+            self.pid = spawn.spawn(self.command, self.env, self._inherited_mask)
         except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
             self._old_mask = None

@@ -11,8 +11,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from carbonwrap.budget import Budget
+from carbonwrap.marks import Mark, MarksReader
 from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, Device, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
+from carbonwrap.phases import Phases
 from carbonwrap.runner import KILL_GRACE_S, Child
 from carbonwrap.sensors import Sensor
 
@@ -65,11 +67,15 @@ def run(
     run_id: str | None = None,
     kill_grace_s: float = KILL_GRACE_S,
     on_clock: Callable[[], None] | None = None,
+    marks: MarksReader | None = None,
+    phases: Phases | None = None,
 ) -> RunReport:
     """Launch the command, sample every interval until it exits, and return the report.
 
     `devices` lists the GPUs as they stand at the end; the record gives each its own energy. `on_clock` is
-    called about once a second between samples (the live panel's clock).
+    called about once a second between samples (the live panel's clock). With `marks`, the counters are also
+    read when a mark arrives, so `phases` gets its boundaries exact to that read. `on_sample` sees every
+    sample, the final partial interval included.
     """
     meter = Meter(options.scope, idle_w)
     t0 = clock()  # the meter counts seconds from here, just before the launch
@@ -81,13 +87,15 @@ def run(
     failure: str | None = None
     exceeded: str | None = None
     kill_at: float | None = None
+    last: Sample | None = None
+    g_table = options.intensity.g_per_kwh
 
     def check_budget(now: float) -> None:
         nonlocal exceeded, kill_at
         if budget is None or exceeded is not None:
             return
         total = sum(meter.charged_j.values())
-        exceeded = budget.exceeded(total, co2e_g(total, options.pue, options.intensity.g_per_kwh))
+        exceeded = budget.exceeded(total, co2e_g(total, options.pue, g_table))
         if exceeded is None:
             return
         if notify is not None:
@@ -107,6 +115,38 @@ def run(
                 meter.warnings.append(f"{n} process(es) outlived SIGTERM by {kill_grace_s:g} s: sent SIGKILL")
             kill_at = None
 
+    def take(now: float, got: list[Mark]) -> None:
+        """Read every counter now, fold the interval into the meter, and hand the sample on."""
+        nonlocal failure, on_sample, last
+        if failure is not None:
+            return  # measurement broke: keep waiting for the command, whose status must pass through
+        try:
+            usage = child.usage()  # first: a GPU's share needs the tree as it is now
+            last = meter.update(read_all(sensors), usage, now - t0)
+            if phases is not None:
+                phases.update(last.t_s, meter.charged_j, got)
+        except Exception as e:  # carbonwrap's failure must not cost the command
+            failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
+            return
+        check_budget(now)
+        if on_sample is not None:
+            try:
+                on_sample(last, meter)
+            except Exception as e:
+                on_sample = None
+                meter.warnings.append(f"live output stopped: {e!r}")
+
+    def poll_marks() -> list[Mark]:
+        nonlocal marks
+        if marks is None:
+            return []
+        try:
+            return marks.poll()
+        except Exception as e:
+            marks = None
+            meter.warnings.append(f"phase and progress marks stopped: {e!r}")
+            return []
+
     killing = False
     next_clock = clock() + 1.0
     while True:
@@ -124,40 +164,27 @@ def run(
             except Exception as e:
                 on_clock = None
                 meter.warnings.append(f"live output stopped: {e!r}")
+        got = poll_marks()
         if now < tick:
+            if got:
+                take(now, got)  # a mark between ticks: its boundary is exact to this read
             continue  # woken by a signal, the clock or the kill deadline before the tick
         k = int((now - t0) / options.interval_s) + 1  # a late tick skips ahead, it does not drift
-        if failure is not None:
-            continue  # measurement broke: keep waiting for the command, whose status must pass through
-        try:
-            usage = child.usage()  # first: a GPU's share needs the tree as it is now
-            sample = meter.update(read_all(sensors), usage, now - t0)
-        except Exception as e:  # carbonwrap's failure must not cost the command
-            failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
-            continue
-        check_budget(now)
-        if on_sample is not None:
-            try:
-                on_sample(sample, meter)
-            except Exception as e:
-                on_sample = None
-                meter.warnings.append(f"live output stopped: {e!r}")
-    t_end = clock()
+        take(now, got)
     if killing or kill_at is not None:  # --on-budget kill: the whole tree goes, not just the command
         give_up = clock() + kill_grace_s + 5.0
         while child.tree_alive() and clock() < give_up:
             kill_survivors(clock())
             child.wait(0.05)
-    final = None
+    t_end = clock()
+    before_final = last
     if failure is None:
-        try:
-            usage = child.usage()
-            final = meter.update(read_all(sensors), usage, t_end - t0)
-        except Exception as e:
-            failure = f"the final read failed: {e!r}; the totals cover the run until the last sample"
+        take(t_end, poll_marks())
+        if failure is not None:
+            failure = failure.replace("measurement stopped", "the final read failed")
+    final = last if last is not before_final else None
     ended = wall()
     child.close()
-    check_budget(t_end)
     if failure is not None:
         meter.warnings.append(failure)
     cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - usage0.cpu_s
@@ -166,6 +193,8 @@ def run(
         report = replace(report, id=run_id)
     if devices is not None:
         report = replace(report, gpus=tuple(gpu_entries(devices(), meter)))
+    if phases is not None:
+        report = replace(report, phases=tuple(phases.phases()), prediction=phases.prediction())
     if budget is None:
         return report
     limits = {"max_co2e_g": budget.max_co2e_g, "max_energy_j": budget.max_energy_j, "on_budget": budget.on_budget}

@@ -23,6 +23,7 @@ from carbonwrap.cli.params import (
     valid_outputs,
     valid_positive,
     valid_pue,
+    valid_samples,
     valid_tags,
 )
 from carbonwrap.cli.when import valid_duration, valid_expect, valid_finish_by
@@ -85,6 +86,12 @@ RESERVED = ("regions", "doctor", "report", "when", "mark")
     metavar="PATH",
     callback=valid_outputs,
     help="Write the record: .json, .jsonl, .csv or .prom (repeatable).",
+)
+@click.option(
+    "--samples",
+    metavar="PATH",
+    callback=valid_samples,
+    help="Stream one row per interval to PATH (.csv or .jsonl) while the command runs.",
 )
 @click.option("--tag", multiple=True, metavar="KEY=VALUE", callback=valid_tags, help="Label stored in the record.")
 @click.option("--label", metavar="NAME", help="The run's name [default: the command's basename].")

@@ -51,6 +51,12 @@ def valid_outputs(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     return value
 
 
+def valid_samples(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and os.path.splitext(value)[1].lower() not in (".csv", ".jsonl"):
+        raise click.BadParameter(f"cannot tell the format of '{value}': end it in .csv or .jsonl")
+    return value
+
+
 def valid_amount(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     """--max-co2e in grams or --max-energy in joules, from an amount with its unit."""
     if value is None:  # each validator imports what it needs only when its option is given
@@ -99,10 +105,16 @@ def valid_cpu_watts(ctx: click.Context, param: click.Parameter, value: str | Non
 def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
     from carbonwrap import envtags, intensity
 
+    region = params["region"]
+    grid_region = region
+    if region and (params.get("grid") == "live" or params.get("start_within") or params.get("finish_by")):
+        from carbonwrap.grid.zones import table_region
+
+        region = table_region(region) or region  # GB-13, DK-DK1, em:FR: the table prices their fallback
     it = intensity.resolve(
         intensity.Table.load(),
         intensity=params["intensity"],
-        region=params["region"],
+        region=region,
         region_from_env=params["region_from_env"],
         env=os.environ,
     )
@@ -138,4 +150,6 @@ def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
         start_within_s=params.get("start_within"),
         finish_by_s=params.get("finish_by"),
         expect_s=params.get("expect"),
+        samples=params.get("samples"),
+        grid_region=grid_region,
     )

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-SUFFIXES = (".json", ".jsonl", ".csv", ".prom")
+SUFFIXES = (".json", ".jsonl", ".csv", ".prom", ".html")
 
 
 def check_suffix(path: str) -> None:

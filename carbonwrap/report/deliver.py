@@ -52,8 +52,10 @@ def _stop_requested() -> Callable[[float], bool]:
     return lambda s: waiter.wait(s) is not None
 
 
-def present(options: RunOptions, report: RunReport, gateway: Any = None) -> Outcome:
-    """Every record, then the summary, then the Pushgateway; returns how carbonwrap must end."""
+def present(options: RunOptions, report: RunReport, gateway: Any = None, series: Any = None) -> Outcome:
+    """Every record, then the summary, then the Pushgateway; returns how carbonwrap must end.
+
+    `series` is the run's time series for an .html output (report.html.Series)."""
     from carbonwrap.report import record
 
     limit_stderr(STDERR_BUDGET_S)
@@ -64,7 +66,7 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None) -> Outc
     except Exception as e:  # our bug: nothing to write, the status still passes through
         say(f"carbonwrap: internal error, no record could be made: {e!r}\n")
         return Outcome(report.exit_code, report.signal)
-    failed = _write_records(options, rec)
+    failed = _write_records(options, rec, series)
     if failed:
         for msg in failed:
             say(f"carbonwrap: {msg}; the record follows on stderr\n")
@@ -77,13 +79,18 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None) -> Outc
     return Outcome(status, report.signal)
 
 
-def _write_records(options: RunOptions, rec: dict[str, Any]) -> list[str]:
+def _write_records(options: RunOptions, rec: dict[str, Any], series: Any = None) -> list[str]:
     from carbonwrap.report import sinks
 
     failed = []
     for path in options.outputs:
         try:
-            sinks.write(path, rec)
+            if path.lower().endswith(".html"):
+                from carbonwrap.report.html import run_page
+
+                sinks.write_page(path, run_page(rec, series))
+            else:
+                sinks.write(path, rec)
         except sinks.SinkError as e:
             failed.append(str(e))
         except Exception as e:  # one output's surprise must not cost the others

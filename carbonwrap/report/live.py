@@ -111,6 +111,7 @@ class LivePanel:
         self.width = 0
         self.power: dict[str, float] = {}  # charged to the command, per domain
         self.machine_w = 0.0  # the whole machine
+        self.status = ""  # the current phase and the predicted total, when the command marks them
         self.energy_j = 0.0
         self.co2e_g = 0.0
         self.elapsed_s = 0.0
@@ -210,11 +211,12 @@ class LivePanel:
         domains = f"command {charged}  (machine {self.machine_w:.1f} W)" if charged else "waiting for the first sample"
         tag = " estimated" if self.estimated else ""
         totals = f"energy {_fmt_j(self.energy_j)}{tag}  CO2e {_fmt_g(self.co2e_g)}{tag}  {self.region}"
+        status = f"  {self.status}" if self.status else ""
         if self.rows == 1:
-            return [f"carbonwrap {clock}  {domains}  {totals}"]
+            return [f"carbonwrap {clock}{status}  {domains}  {totals}"]
         spark = sparkline(list(self.history), max(10, min(60, self.width - 24)))
         return [
-            f"── carbonwrap: {self.label} ── {clock} ",
+            f"── carbonwrap: {self.label} ── {clock}{status} ",
             f" power  {domains}",
             f" {totals}",
             f" last minute {spark}",

@@ -40,6 +40,8 @@ def to_record(r: RunReport) -> dict[str, Any]:
             "source": it.source,
             "how": it.how,
             "note": it.note,
+            "grid": "table",
+            **r.live,
         },
         "sensors": [asdict(s) for s in r.sensors],
         "gpus": [dict(g) for g in r.gpus],
@@ -47,6 +49,9 @@ def to_record(r: RunReport) -> dict[str, Any]:
         "tags": dict(r.tags),
         "baseline_w": dict(r.baseline_w),
         "budget": dict(r.budget) or None,
+        "schedule": dict(r.schedule) if r.schedule is not None else None,
+        "phases": [dict(p) for p in r.phases],
+        "prediction": dict(r.prediction) if r.prediction is not None else None,
     }
 
 

@@ -163,3 +163,13 @@ def prometheus_text(rec: dict[str, Any]) -> str:
         ended = datetime.fromisoformat(rec["ended_at"].replace("Z", "+00:00")).timestamp()
         family("carbonwrap_last_run_timestamp_seconds", "When the last run ended (Unix time).", [({}, ended)])
     return "\n".join(lines) + "\n"
+
+
+def write_page(path: str, text: str) -> None:
+    """Replace `path` with a whole page (the run's HTML report), atomically, as the records are."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        _replace(p, text)
+    except OSError as e:
+        raise SinkError(f"cannot write {e.filename or path}: {e.strerror or e}") from None
