@@ -59,6 +59,14 @@ def wait_for_start(options: RunOptions, region: str | None) -> Start | None:
     wall clock (a suspended machine wakes at the right time). A stop signal ends carbonwrap with 128 + N."""
     if options.start_within_s is None and options.finish_by_s is None:
         return None
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP)  # from the first line said to the last second waited
+    try:
+        return _plan_and_wait(options, region)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _plan_and_wait(options: RunOptions, region: str | None) -> Start:
     from carbonwrap.grid import timing
     from carbonwrap.grid.schedule import plan_start
 
@@ -144,7 +152,7 @@ def price_live(
 
     table_g = options.intensity.g_per_kwh
     result, got = _interruptible(lambda cancel: live_intensity(region, intervals, table_g, cancel=cancel), 12.0)
-    if result is None:
+    if result is None or got is not None:
         why = f"cut short by {signal.Signals(got).name}" if got is not None else "no answer in time"
         say(f"carbonwrap: live intensity: {why}; priced with the yearly table ({table_g:.0f} g/kWh)\n")
         fields: dict[str, Any] = {"grid": "live", "coverage": 0.0, "table_g_per_kwh": table_g, "g_per_kwh": table_g}
