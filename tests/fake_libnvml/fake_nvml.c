@@ -9,7 +9,7 @@
  *   driver VERSION | init_error CODE | log PATH | fd_dir DIR (opens DIR/nvidiactl and DIR/nvidiaN at init,
  *   without O_CLOEXEC, as the real library keeps /dev/nvidia* open) | proc_stride 24|32 (bytes per process
  *   entry written: early R535 wrote 32) | util_sizing_count N (the utilisation sizing call says N) |
- *   util_grow_once 1 (the first fill after a sizing call answers INSUFFICIENT_SIZE: a sample arrived between)
+ *   util_grow 1 (every other fill after a sizing call answers INSUFFICIENT_SIZE: a sample arrived between)
  * After "device": name TEXT | uuid TEXT | minor N | energy_mj N (-1: no counter, pre-Volta) | watts W |
  *   instant_watts W (-1: no instant power field) | mig -1|0|1 (-1: not supported) | procs PID... |
  *   graphics PID... | pid_file PATH (pids one per line, re-read at every call) | mps_procs PID... |
@@ -45,7 +45,7 @@ typedef struct {
 } dev_t_;
 
 static dev_t_ devs[MAXDEV];
-static int ndev, init_error, proc_stride = 24, util_sizing_count, util_grow_once, grow_pending, initialised;
+static int ndev, init_error, proc_stride = 24, util_sizing_count, util_grow, grow_pending, grow_calls, initialised;
 static char driver[80] = "550.54.15", log_path[512], fd_dir[512];
 static double t0;
 
@@ -112,7 +112,7 @@ static void load_config(void) {
             else if (!strcmp(k, "fd_dir")) snprintf(fd_dir, sizeof fd_dir, "%s", val);
             else if (!strcmp(k, "proc_stride")) proc_stride = atoi(val);
             else if (!strcmp(k, "util_sizing_count")) util_sizing_count = atoi(val);
-            else if (!strcmp(k, "util_grow_once")) util_grow_once = atoi(val);
+            else if (!strcmp(k, "util_grow")) util_grow = atoi(val);
         } else if (!strcmp(k, "name")) snprintf(d->name, sizeof d->name, "%s", val);
         else if (!strcmp(k, "uuid")) snprintf(d->uuid, sizeof d->uuid, "%s", val);
         else if (!strcmp(k, "minor")) d->minor = strtoul(val, 0, 10);
@@ -410,11 +410,11 @@ int nvmlDeviceGetProcessUtilization(dev_t_ *d, util_sample_t *buf, unsigned *cou
     if (!n) return 6; /* NVML_ERROR_NOT_FOUND: nothing newer than `last` */
     if (!buf) {
         *count = util_sizing_count ? (unsigned)util_sizing_count : (unsigned)n;
-        grow_pending = util_grow_once;
+        grow_pending = util_grow && (grow_calls++ % 2 == 0);
         return 7;
     }
     if (grow_pending) {
-        grow_pending = util_grow_once = 0;
+        grow_pending = 0;
         *count = n + 1;
         return 7;
     }
