@@ -60,7 +60,8 @@ class Shares:
             return self._by_holders(g, members)
         if procs is not None and procs.servers:
             self.note(g, "mps", "MPS: shared among the MPS server's clients, not charged to the server")
-        listed = set(procs.users) if procs is not None else set()
+        # Without a process list, the processes that have samples are the ones on the device.
+        listed = set(procs.users) if procs is not None else set(sm or {})
         users = listed | g.prev_users
         g.prev_users = listed
         mine = self._match(users | set(sm or {}), members)
