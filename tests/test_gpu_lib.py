@@ -8,7 +8,9 @@ pid to the file the fake driver lists, may hold the device node open, and record
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -248,3 +250,65 @@ def test_the_deprecated_pynvml_package_warning_stays_off_stderr(run: Run, bindin
 def test_config_writer_round_trip(tmp_path: Path) -> None:
     path = fl.write_config(tmp_path / "c", [{"procs": [1, 2], "sm": {0: 5}, "err": {"f": 3}}], driver="1")
     assert path.read_text().split("\n") == ["driver 1", "device", "procs 1 2", "sm 0 5", "err f 3", ""]
+
+
+GPU_CHECK = fl.ROOT / "scripts" / "gpu_check.py"
+
+
+def _gpu_check(tmp_path: Path, libnvml: dict[str, Path], binding: Path, devices: list[dict[str, Any]], *args: str):
+    (tmp_path / "dev").mkdir(exist_ok=True)
+    config = fl.write_config(tmp_path / "libnvml.conf", devices, driver="550.54.15", fd_dir=str(tmp_path / "dev"))
+    env = fl.env(clean_env(), libnvml["r550"], config, binding)
+    env["GPU_CHECK_PID_FILE"] = str(tmp_path / "pids")
+    env["GPU_CHECK_FOREIGN_PID_FILE"] = str(tmp_path / "foreign.pids")
+    out = tmp_path / "check.json"
+    cmd = [sys.executable, str(GPU_CHECK), "--workload", "sleep", "--out", str(out), *args]
+    r = subprocess.run(cmd, env=env, capture_output=True, timeout=180, check=False)
+    return r, (json.loads(out.read_text()) if out.exists() else {})
+
+
+def test_gpu_check_accuracy_scenarios_on_the_fake(tmp_path: Path, libnvml: dict[str, Path]) -> None:
+    binding = _binding(fl.BINDINGS[-1])
+    pid_files = {"pid_file": str(tmp_path / "pids")}
+    devices = [
+        {"energy_mj": 0, "watts": 120.0, **pid_files, "procs": [], "sm": {0: 50}},
+        {"energy_mj": 0, "watts": 80.0, **pid_files, "sm": {0: 50}},
+    ]
+    devices[0]["graphics"] = []
+    r, result = _gpu_check(tmp_path, libnvml, binding, devices, "--seconds", "1")
+    assert r.returncode == 0, r.stderr.decode() + r.stdout.decode()
+    env = result["environment"]
+    assert env["driver"] == "550.54.15" and f"nvidia-ml-py {binding.name}" in env["binding"]
+    names = [s["scenario"] for s in result["scenarios"]]
+    assert names == ["per-gpu", "last-gpu", "foreign", "fast"]
+    for s in result["scenarios"]:
+        # inner <= carbonwrap <= outer on every GPU a worker ran on (last-gpu: GPU 1 only; foreign: GPU 0).
+        ran = {"last-gpu": [None, True], "foreign": [True, None]}.get(s["scenario"], [True, True])
+        assert [g["sandwich_ok"] for g in s["gpus"]] == ran, s
+        for g, watts in zip(s["gpus"], (120.0, 80.0), strict=True):
+            # The 20 Hz integral of instant power brackets the same interval as the outer counters.
+            assert g["instant_power_j"] == pytest.approx(g["outer_j"], rel=0.2)
+            assert g["carbonwrap_j"] == pytest.approx(watts * s["duration_s"], rel=0.05)
+    last = next(s for s in result["scenarios"] if s["scenario"] == "last-gpu")
+    assert last["gpus"][0]["inner_j"] is None and last["gpus"][1]["inner_j"] > 0
+    assert "| per-gpu | 0 |" in r.stdout.decode()
+
+
+def test_gpu_check_probe_becomes_a_driver_profile(tmp_path: Path, libnvml: dict[str, Path], run: Run) -> None:
+    binding = _binding(fl.BINDINGS[-1])
+    devices = [{"energy_mj": 0, "watts": 50.0, "procs": [FOREIGN, os.getppid()], "util_period_ms": 200, "mig": 0}]
+    r, probe = _gpu_check(tmp_path, libnvml, binding, devices, "--probe", "--probe-seconds", "1.5")
+    assert r.returncode == 0, r.stderr.decode()
+    d = probe["devices"][0]
+    assert probe["symbols"]["nvmlDeviceGetComputeRunningProcesses_v3"] is True
+    assert d["process_sizing"]["count"] == 2 and d["process_sizing"]["second_pid_at"] == [24]
+    assert d["util_period_ms"] == 200 and d["processes"] == [FOREIGN, os.getppid()]
+    # NVML's descriptors in carbonwrap are close-on-exec, and the child inherited none.
+    assert probe["fds"]["carbonwrap"] and all(probe["fds"]["carbonwrap"].values())
+    assert probe["fds"]["child"] == {}
+    variant, profile, top = fl.profile_config(probe)
+    assert (variant, top["driver"], profile[0]["util_period_ms"]) == ("r550", "550.54.15", 200)
+    profile[0].update(_shared(tmp_path))
+    r, rec = run(binding, profile, variant=variant, **top)
+    assert r.returncode == 0, r.stderr.decode()
+    assert 0.15 <= _share(rec) <= 0.33

@@ -94,3 +94,21 @@ def fetch(versions: tuple[str, ...] = (*BINDINGS, BELOW_PIN)) -> None:
             with zipfile.ZipFile(wheel) as z:
                 z.extractall(BINDINGS_DIR / v)
         print(f"nvidia-ml-py {v} -> {BINDINGS_DIR / v}")
+
+
+def profile_config(probe: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """(variant, devices, top keys) for write_config from `scripts/gpu_check.py --probe` output: a real
+    driver's answers become a personality of the fake library."""
+    variant = "r550" if probe["symbols"].get("nvmlDeviceGetComputeRunningProcesses_v3", True) else "r470"
+    top: dict[str, Any] = {"driver": probe["environment"]["driver"]}
+    devices = []
+    for d in probe["devices"]:
+        dev: dict[str, Any] = {"name": d["name"], "mig": d["mig"] if isinstance(d["mig"], int) else -1}
+        if d.get("util_period_ms"):
+            dev["util_period_ms"] = d["util_period_ms"]
+        devices.append(dev)
+        if d.get("process_sizing", {}).get("second_pid_at") == [32]:
+            top["proc_stride"] = 32
+        if d["util_sizing"]["count"] >= 100:
+            top["util_sizing_count"] = d["util_sizing"]["count"]
+    return variant, devices, top

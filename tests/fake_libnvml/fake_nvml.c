@@ -10,7 +10,8 @@
  *   without O_CLOEXEC, as the real library keeps /dev/nvidia* open) | proc_stride 24|32 (bytes per process
  *   entry written: early R535 wrote 32) | util_sizing_count N (the utilisation sizing call says N) |
  *   util_grow 1 (every other fill after a sizing call answers INSUFFICIENT_SIZE: a sample arrived between)
- * After "device": name TEXT | uuid TEXT | minor N | energy_mj N (-1: no counter, pre-Volta) | watts W |
+ * After "device": name TEXT | uuid TEXT | minor N | energy_mj N (the counter at boot; -1: no counter, pre-Volta) |
+ *   watts W (the counter advances at this power on the boot clock, shared by all processes) |
  *   instant_watts W (-1: no instant power field) | mig -1|0|1 (-1: not supported) | procs PID... |
  *   graphics PID... | pid_file PATH (pids one per line, re-read at every call) | mps_procs PID... |
  *   mps_pid_file PATH (MPS clients; with them the compute list shows only "procs", the MPS server) |
@@ -252,7 +253,8 @@ int nvmlDeviceGetPersistenceMode(dev_t_ *d, unsigned *mode) {
 int nvmlDeviceGetTotalEnergyConsumption(dev_t_ *d, unsigned long long *mj) {
     CHECK("nvmlDeviceGetTotalEnergyConsumption");
     if (d->energy_mj < 0) return 3;
-    *mj = d->energy_mj + (unsigned long long)(d->watts * (mono() - t0) * 1000.0);
+    /* One counter per device, shared by every process: it runs on the boot clock, not from this nvmlInit. */
+    *mj = d->energy_mj + (unsigned long long)(d->watts * mono() * 1000.0);
     return 0;
 }
 int nvmlDeviceGetPowerUsage(dev_t_ *d, unsigned *mw) {
