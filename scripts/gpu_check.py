@@ -251,6 +251,7 @@ def probe(n: Any, seconds: float) -> dict[str, Any]:
         gaps = [b - a for a, b in itertools.pairwise(flat)]
         d["util_period_ms"] = round(sorted(gaps)[len(gaps) // 2] / 1000) if gaps else None
         d["util_reads_without_sample"] = sum(1 for s in stamps if not s)
+        d["util_timestamps_us"] = stamps
         devices.append(d)
     sensor = cw_nvml.NvmlSensor(n, set, [])  # carbonwrap's own path: nvmlInit, then close-on-exec
     mine = procfs.nvidia_fds()

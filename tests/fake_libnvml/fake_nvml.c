@@ -9,6 +9,7 @@
  *   driver VERSION | init_error CODE | log PATH | fd_dir DIR (opens DIR/nvidiactl and DIR/nvidiaN at init,
  *   without O_CLOEXEC, as the real library keeps /dev/nvidia* open) | proc_stride 24|32 (bytes per process
  *   entry written: early R535 wrote 32) | util_sizing_count N (the utilisation sizing call says N) |
+ *   util_empty_success 1 (no sample newer than asked: SUCCESS with count 0, not NOT_FOUND) |
  *   util_grow 1 (every other fill after a sizing call answers INSUFFICIENT_SIZE: a sample arrived between)
  * After "device": name TEXT | uuid TEXT | minor N | energy_mj N (the counter at boot; -1: no counter, pre-Volta) |
  *   watts W (the counter advances at this power on the boot clock, shared by all processes) |
@@ -46,7 +47,7 @@ typedef struct {
 } dev_t_;
 
 static dev_t_ devs[MAXDEV];
-static int ndev, init_error, proc_stride = 24, util_sizing_count, util_grow, grow_pending, grow_calls, initialised;
+static int ndev, init_error, proc_stride = 24, util_sizing_count, util_empty_success, util_grow, grow_pending, grow_calls, initialised;
 static char driver[80] = "550.54.15", log_path[512], fd_dir[512];
 static double t0;
 
@@ -114,6 +115,7 @@ static void load_config(void) {
             else if (!strcmp(k, "proc_stride")) proc_stride = atoi(val);
             else if (!strcmp(k, "util_sizing_count")) util_sizing_count = atoi(val);
             else if (!strcmp(k, "util_grow")) util_grow = atoi(val);
+            else if (!strcmp(k, "util_empty_success")) util_empty_success = atoi(val);
         } else if (!strcmp(k, "name")) snprintf(d->name, sizeof d->name, "%s", val);
         else if (!strcmp(k, "uuid")) snprintf(d->uuid, sizeof d->uuid, "%s", val);
         else if (!strcmp(k, "minor")) d->minor = strtoul(val, 0, 10);
@@ -409,6 +411,10 @@ int nvmlDeviceGetProcessUtilization(dev_t_ *d, util_sample_t *buf, unsigned *cou
     CHECK("nvmlDeviceGetProcessUtilization");
     if (!d->util_period_ms) return 3;
     int n = samples(d, last, NULL, 0);
+    if (!n && util_empty_success) { /* some drivers: SUCCESS and no samples, which the binding raises */
+        *count = 0;
+        return 0;
+    }
     if (!n) return 6; /* NVML_ERROR_NOT_FOUND: nothing newer than `last` */
     if (!buf) {
         *count = util_sizing_count ? (unsigned)util_sizing_count : (unsigned)n;
