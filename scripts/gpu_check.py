@@ -43,8 +43,10 @@ kind, seconds, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 import pynvml as n
 n.nvmlInit()
 handles = [n.nvmlDeviceGetHandleByIndex(i) for i in range(n.nvmlDeviceGetCount())]
-if os.environ.get("GPU_CHECK_PID_FILE"):  # the fake driver lists the pids written here
-    open(os.environ["GPU_CHECK_PID_FILE"], "a").write(f"{os.getpid()}\n")
+# The fake driver lists the pids written to GPU_CHECK_PID_FILE, "{gpu}" replaced by the GPU's index.
+pid_file = os.environ.get("GPU_CHECK_PID_FILE", "").replace("{gpu}", os.environ.get("CUDA_VISIBLE_DEVICES", "0"))
+if pid_file:
+    open(pid_file, "a").write(f"{os.getpid()}\n")
 if kind == "torch":
     import torch
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
@@ -61,6 +63,14 @@ while time.perf_counter() - t0 < seconds:
         time.sleep(0.01)
 end = [n.nvmlDeviceGetTotalEnergyConsumption(h) for h in handles]
 open(out, "w").write(json.dumps({"j": [(e - s) / 1000 for s, e in zip(inner, end)]}))
+if pid_file:  # gone from the fake driver's list as from a real one's
+    import fcntl
+    with open(pid_file, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        rest = [p for p in f.read().split() if p != str(os.getpid())]
+        f.seek(0)
+        f.truncate()
+        f.write("".join(p + "\n" for p in rest))
 """
 
 
@@ -153,7 +163,7 @@ def scenario(n: Any, args: argparse.Namespace, name: str, gpus: list[int], extra
     )
     other = None
     if foreign:  # another user's job on GPU 0, started outside carbonwrap
-        fenv = {**env, "CUDA_VISIBLE_DEVICES": "0", "GPU_CHECK_PID_FILE": env.get("GPU_CHECK_FOREIGN_PID_FILE", "")}
+        fenv = {**env, "CUDA_VISIBLE_DEVICES": "0"}
         cmd = [sys.executable, "-c", WORKLOAD, args.workload, str(args.seconds + 4), str(tmp / "foreign")]
         other = subprocess.Popen(cmd, env=fenv)
         time.sleep(2)

@@ -260,8 +260,7 @@ def _gpu_check(tmp_path: Path, libnvml: dict[str, Path], binding: Path, devices:
     (tmp_path / "dev").mkdir(exist_ok=True)
     config = fl.write_config(tmp_path / "libnvml.conf", devices, driver="550.54.15", fd_dir=str(tmp_path / "dev"))
     env = fl.env(clean_env(), libnvml["r550"], config, binding)
-    env["GPU_CHECK_PID_FILE"] = str(tmp_path / "pids")
-    env["GPU_CHECK_FOREIGN_PID_FILE"] = str(tmp_path / "foreign.pids")
+    env["GPU_CHECK_PID_FILE"] = str(tmp_path / "pids.{gpu}")
     out = tmp_path / "check.json"
     cmd = [sys.executable, str(GPU_CHECK), "--workload", "sleep", "--out", str(out), *args]
     r = subprocess.run(cmd, env=env, capture_output=True, timeout=180, check=False)
@@ -270,12 +269,10 @@ def _gpu_check(tmp_path: Path, libnvml: dict[str, Path], binding: Path, devices:
 
 def test_gpu_check_accuracy_scenarios_on_the_fake(tmp_path: Path, libnvml: dict[str, Path]) -> None:
     binding = _binding(fl.BINDINGS[-1])
-    pid_files = {"pid_file": str(tmp_path / "pids")}
     devices = [
-        {"energy_mj": 0, "watts": 120.0, **pid_files, "procs": [], "sm": {0: 50}},
-        {"energy_mj": 0, "watts": 80.0, **pid_files, "sm": {0: 50}},
+        {"energy_mj": 0, "watts": 120.0, "pid_file": str(tmp_path / "pids.0"), "sm": {0: 50}},
+        {"energy_mj": 0, "watts": 80.0, "pid_file": str(tmp_path / "pids.1"), "sm": {0: 50}},
     ]
-    devices[0]["graphics"] = []
     r, result = _gpu_check(tmp_path, libnvml, binding, devices, "--seconds", "1")
     assert r.returncode == 0, r.stderr.decode() + r.stdout.decode()
     env = result["environment"]
@@ -290,6 +287,12 @@ def test_gpu_check_accuracy_scenarios_on_the_fake(tmp_path: Path, libnvml: dict[
             # The 20 Hz integral of instant power brackets the same interval as the outer counters.
             assert g["instant_power_j"] == pytest.approx(g["outer_j"], rel=0.2)
             assert g["carbonwrap_j"] == pytest.approx(watts * s["duration_s"], rel=0.05)
+    shares = {s["scenario"]: [g["share"] for g in s["gpus"]] for s in result["scenarios"]}
+    # Tree scope: each GPU is the command's alone, but for the start-up before a worker is listed; with a
+    # foreign process at the same SM utilisation on GPU 0, half of it; a GPU nothing ran on, nothing.
+    assert all(x >= 0.6 for x in shares["per-gpu"] + shares["fast"]), shares
+    assert 0.25 <= shares["foreign"][0] <= 0.55 and shares["foreign"][1] == 0.0, shares
+    assert shares["last-gpu"][0] == 0.0 and shares["last-gpu"][1] >= 0.6, shares
     last = next(s for s in result["scenarios"] if s["scenario"] == "last-gpu")
     assert last["gpus"][0]["inner_j"] is None and last["gpus"][1]["inner_j"] > 0
     assert "| per-gpu | 0 |" in r.stdout.decode()
