@@ -304,3 +304,44 @@ def test_a_device_nvml_cannot_measure_at_all_is_left_out_with_a_warning(tmp_path
     rig = Rig(fake, _proc(tmp_path), {TREE})
     assert [g.info.index for g in rig.sensor.gpus] == [1]
     assert any("GPU 0: cannot be measured (Not Supported)" in w for w in rig.warnings)
+
+
+def test_any_exception_from_one_device_degrades_that_device_only(tmp_path: Path) -> None:
+    # nvidia-ml-py's NVMLLibraryMismatchError is no NVMLError; nor is whatever a broken binding raises.
+    fake = fakes.fake_nvml([{"name": "NVIDIA A100", "energy_mj": 0}, {"name": "NVIDIA A100", "energy_mj": 0}])
+    rig = Rig(fake, _proc(tmp_path), {TREE})
+    rig.device(0).processes = [TREE]
+    rig.device(1).processes = [TREE]
+    real = fake.nvmlDeviceGetTotalEnergyConsumption
+
+    def energy(handle: Any) -> int:
+        if handle is rig.device(0):
+            raise RuntimeError("binding broke")
+        return int(real(handle))
+
+    fake.nvmlDeviceGetTotalEnergyConsumption = energy
+    rig.step(1.0, gpu0=100.0, gpu1=100.0)
+    e = rig.entries()
+    assert "binding broke" in str(e[0]["note"]) and e[1]["energy_j"] == pytest.approx(100.0)
+
+
+def test_carbonwrap_itself_is_never_a_holder_of_the_device(tmp_path: Path) -> None:
+    # NVML keeps /dev/nvidia0 open in the process that called nvmlInit: carbonwrap, not the command.
+    me = __import__("os").getpid()
+    proc = _proc(tmp_path, {TREE: {"fds": ["/dev/nvidia0"]}, me: {"fds": ["/dev/nvidiactl", "/dev/nvidia0"]}})
+    denied = {"nvmlDeviceGetComputeRunningProcesses": 4, "nvmlDeviceGetProcessUtilization": 3}
+    fake = fakes.fake_nvml([{"name": "NVIDIA A100", "energy_mj": 0, "errors": denied}])
+    rig = Rig(fake, proc, {TREE})
+    s = rig.step(1.0, gpu0=100.0)
+    assert s.charged_j["gpu"] == pytest.approx(100.0)
+
+
+def test_the_last_sm_distribution_is_carried_forward(tmp_path: Path) -> None:
+    fake = fakes.fake_nvml([{"name": "NVIDIA H100 80GB HBM3", "energy_mj": 0}])
+    rig = Rig(fake, _proc(tmp_path), {TREE})
+    d = rig.device(0)
+    d.processes = [TREE, FOREIGN]
+    d.sm_util = {str(TREE): 25, str(FOREIGN): 75}
+    assert rig.step(1.0, gpu0=100.0).charged_j["gpu"] == pytest.approx(25.0)
+    d.errors["nvmlDeviceGetProcessUtilization"] = fake.NVML_ERROR_NOT_FOUND  # no fresh sample
+    assert rig.step(1.0, gpu0=100.0).charged_j["gpu"] == pytest.approx(25.0)
