@@ -200,12 +200,9 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None) -> int:
         try:
             from carbonwrap.report import summary
 
-            if sys.stderr is None:
-                pass  # stderr closed: nowhere to print
-            elif stderr_is_terminal() and not os.environ.get("NO_COLOR"):
-                summary.render_rich(rec, sys.stderr)
-            else:
-                summary.render_plain(rec, sys.stderr)
+            if sys.stderr is not None:  # stderr closed: nowhere to print
+                rich = stderr_is_terminal() and not os.environ.get("NO_COLOR")
+                summary.render(rec, sys.stderr, short=options.summary == "short", rich=bool(rich))
         except Exception as e:  # the records and the status matter more
             say(f"carbonwrap: could not print the summary: {e!r}\n")
     failed = []

@@ -119,6 +119,7 @@ class RunOptions:
     max_energy_j: float | None = None
     on_budget: str = "warn"
     progress_s: float | None = None
+    summary: str = "full"  # "full" | "short" (--summary)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ class RunReport:
     tags: dict[str, str] = field(default_factory=dict)
     baseline_w: dict[str, float] = field(default_factory=dict)
     budget: dict[str, object] = field(default_factory=dict)  # limits, policy and what happened
+    idle_w: dict[str, dict[str, object]] = field(default_factory=dict)  # {domain: {w, source}} (SPEC.md §3)
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 from carbonwrap.budget import Budget
 from carbonwrap.meter import Meter
-from carbonwrap.model import DOMAINS, Device, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
+from carbonwrap.model import DOMAINS, Device, RunOptions, RunReport, Sample, SensorInfo, co2e_g
 from carbonwrap.runner import Child
-from carbonwrap.sensors import Sensor
+from carbonwrap.sensors import Sensor, model_idle_w, read_all
 
 
 def _utc(ts: float) -> str:
@@ -29,10 +29,6 @@ def _cwd() -> str:
         return os.getcwd()
     except OSError:  # the directory was removed while the command ran
         return os.environ.get("PWD", "")
-
-
-def read_all(sensors: Sequence[Sensor]) -> list[Reading]:
-    return [r for s in sensors for r in s.read()]
 
 
 def measure_idle(
@@ -70,7 +66,7 @@ def run(
 
     `devices` lists the GPUs as they stand at the end; the record gives each its own energy.
     """
-    meter = Meter(options.scope, idle_w)
+    meter = Meter(options.scope, idle_w, model_idle_w(sensors))
     t0 = clock()  # the meter counts seconds from here, just before the launch
     usage0 = child.usage(scan=False)
     meter.prime(read_all(sensors), usage0, 0.0)
@@ -141,8 +137,7 @@ def run(
         report = replace(report, gpus=tuple(gpu_entries(devices(), meter)))
     if budget is None:
         return report
-    limits = {"max_co2e_g": budget.max_co2e_g, "max_energy_j": budget.max_energy_j, "on_budget": budget.on_budget}
-    return replace(report, budget={**limits, "exceeded": exceeded})
+    return replace(report, budget=budget.outcome(exceeded, report.exit_code))
 
 
 def gpu_entries(devices: Sequence[Device], meter: Meter) -> list[dict[str, object]]:
@@ -195,7 +190,7 @@ def _report(
     machine = {d: (meter.machine_j[d] if d in present else None) for d in DOMAINS}
     energy["total"] = sum(v for v in energy.values() if v is not None)
     machine["total"] = sum(v for v in machine.values() if v is not None)
-    info: list[SensorInfo] = [i for s in sensors for i in s.info]
+    info: list[SensorInfo] = meter.sensor_info(i for s in sensors for i in s.info)
     it = options.intensity
     return RunReport(
         id=uuid.uuid4().hex,
@@ -219,4 +214,5 @@ def _report(
         warnings=tuple(notes),
         tags=dict(options.tags),
         baseline_w=dict(idle_w or {}),
+        idle_w=meter.idle_record() if options.scope == "tree" else {},
     )

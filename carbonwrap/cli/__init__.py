@@ -90,6 +90,13 @@ RESERVED = ("regions", "doctor", "report")
 @click.option("--live/--no-live", default=None, help="Live dashboard on stderr [default: when stderr is a terminal].")
 @click.option("-q", "--quiet", is_flag=True, help="No dashboard and no summary; records are still written.")
 @click.option(
+    "--summary",
+    type=click.Choice(["full", "short"]),
+    default="full",
+    show_default=True,
+    help="The final summary in full, or as one line (for cron logs).",
+)
+@click.option(
     "--sysfs",
     default="/sys",
     show_default=True,

@@ -134,4 +134,5 @@ def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
         max_energy_j=params["max_energy"],
         on_budget=params["on_budget"],
         progress_s=params["progress"] or None,
+        summary=params.get("summary") or "full",
     )
