@@ -42,10 +42,12 @@ def format_duration(s: float) -> str:
 
 
 def _span(s: float) -> str:
-    for unit, scale in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0)):
+    units = (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0), ("ms", 1e-3), ("µs", 1e-6))
+    for unit, scale in units:
         if s >= scale:
-            return f"{s / scale:.2g} {unit}" if s < 10 * scale else f"{s / scale:.0f} {unit}"
-    return f"{s * 1e3:.2g} ms"
+            v = s / scale
+            return f"{v:.2g} {unit}" if v < 10 else f"{v:.0f} {unit}"
+    return "under a microsecond"
 
 
 def equivalent(g: float, energy_j: float | None = None) -> str:
@@ -53,7 +55,7 @@ def equivalent(g: float, energy_j: float | None = None) -> str:
     driving, else the time a 10 W LED bulb would burn on the same energy."""
     if g >= CAR_FROM_G or (energy_j is None and g > 0):
         km = g / CAR_G_PER_KM
-        distance = f"{km:.3g} km" if km >= 1 else f"{km * 1000:.0f} m"
+        distance = f"{km:,.0f} km" if km >= 1000 else f"{km:.3g} km" if km >= 1 else f"{km * 1000:.0f} m"
         return f"about as much CO2 as driving a typical car {distance} (US EPA, 400 g per mile)"
     if energy_j is None or energy_j <= 0:
         return "nothing to compare"
