@@ -14,6 +14,7 @@ from click.core import ParameterSource
 from carbonwrap import __version__
 from carbonwrap.cli.params import (
     CONTEXT,
+    from_environment,
     run_options,
     valid_amount,
     valid_cpu_watts,
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
-        _fail(_click_message(e), e.exit_code)
+        _fail(_click_message(from_environment(e)), e.exit_code)
     except click.Abort:
         _fail("aborted", 130)
     if not isinstance(params, dict):  # --help and --version return here
