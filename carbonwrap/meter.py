@@ -33,6 +33,7 @@ class _Channel:
     t_s: float = 0.0  # when it was read
     failing: bool = False
     estimated_s: float = 0.0  # time the model stood in for an unreadable counter
+    missing_s: float = 0.0  # time it was unreadable with no model to stand in
     gap_warned: bool = False
     pending_j: float = 0.0  # energy since the last sample
     now_w: float | None = None  # the hardware's instant power at the last read
@@ -125,6 +126,8 @@ class Meter:
                     detail=f"{i.detail}; unreadable during the run, estimated from the model for "
                     f"{ch.estimated_s:.1f} s",
                 )
+            if ch is not None and ch.missing_s > 0:
+                i = replace(i, detail=f"{i.detail}; unreadable for {ch.missing_s:.1f} s, not counted (no model)")
             out.append(i)
         return out
 
@@ -218,7 +221,9 @@ class Meter:
             if r.power_w is not None:
                 ch.estimated_s += dt
                 return r.power_w * dt, True
+            ch.missing_s += dt
             return 0.0, False
+        was_failing = ch.failing
         if ch.failing:
             ch.failing = False
             self.warnings.append(f"{r.domain} {r.name}: readable again at {now_s:.1f} s")
@@ -229,6 +234,8 @@ class Meter:
             if r.power_w is not None:  # the model's figure for the interval this first good read ends
                 ch.estimated_s += dt
                 return r.power_w * dt, True
+            if was_failing:
+                ch.missing_s += dt
             return 0.0, False
         gap = now_s - ch.t_s
         delta = r.energy_j - ch.energy_j

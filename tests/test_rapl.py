@@ -161,6 +161,7 @@ def test_a_counter_that_comes_back_starts_over_and_without_a_model_the_gap_is_mi
     meter.update(sensor.read(), usage(3), 3.0)
     assert meter.machine_j["cpu"] == pytest.approx(100.0, abs=1e-6)
     assert "missing until it reads again" in meter.warnings[0]
+    assert "unreadable for 2.0 s, not counted (no model)" in meter.sensor_info(sensor.info)[0].detail
     assert "readable again" in meter.warnings[-1]
 
 
