@@ -13,7 +13,8 @@ class Reading:
 
     A measured channel carries a cumulative counter (`energy_j`, wrapping at `wrap_j`); a modelled one
     carries the mean power since its previous read (`power_w`). `error` is set when the channel could not
-    be read this time; the value fields are then None.
+    be read this time; the value fields are then None, except a `power_w` that the model gives in the
+    counter's place (as it does on the first good read after a failure, beside `energy_j`).
     """
 
     domain: str
