@@ -102,7 +102,7 @@ def run(options: RunOptions) -> Outcome:
             panel.start()  # before the launch: no output of the command can come before the reserved rows
         idle_w = None
         if options.baseline_s > 0:
-            idle_w = _baseline(sensors, child, options.baseline_s)
+            idle_w = _baseline(sensors, child, options.baseline_s, warnings)
 
         def wall() -> float:
             launched[0] = launched[0] or time.time()
@@ -169,7 +169,7 @@ def _isolated_make(what: str, make: Callable[[], Any], notes: list[str]) -> Any:
         return None
 
 
-def _baseline(sensors: list[Any], child: Child, seconds: float) -> dict[str, float]:
+def _baseline(sensors: list[Any], child: Child, seconds: float, notes: list[str]) -> dict[str, float]:
     """Idle power before the launch; a signal meanwhile ends carbonwrap with 128 + N, nothing launched."""
     from carbonwrap.runner import FORWARDED
     from carbonwrap.signals import SignalWaiter
@@ -186,7 +186,7 @@ def _baseline(sensors: list[Any], child: Child, seconds: float) -> dict[str, flo
                 if info is not None:
                     stopped.append(info.signo)
 
-        idle = session.measure_idle(sensors, child, seconds, sleep=sleep)
+        idle = session.measure_idle(sensors, child, seconds, sleep=sleep, warnings=notes)
         if stopped:
             name = signal.Signals(stopped[0]).name
             raise LaunchError(f"{name} during --baseline; nothing was launched", 128 + stopped[0])

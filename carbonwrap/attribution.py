@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Above this share of the machine's CPU capacity busy during --baseline, the baseline is not an idle figure.
+BUSY_BASELINE_SHARE = 0.10
+
 
 def _clamp01(x: float) -> float:
     return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
@@ -25,22 +28,36 @@ def charge(
     tree_cpu_s: float,
     busy_s: float,
     capacity_s: float,
-    idle_w: float | None = None,
+    idle_w: float = 0.0,
 ) -> float:
-    """Energy of one interval charged to the tree.
+    """Energy of one interval charged to the tree, with P the domain's idle power:
 
-    Without a baseline, E x C/T: idle power is shared by capacity and the rest stays unattributed. With an
-    idle baseline P, max(0, E - P dt) x min(1, C/B) + P dt x C/T: the tree pays for the power above idle in
-    proportion to the busy time it caused, and for idle power by its capacity share.
+    max(0, E - P dt) x min(1, C/B) + min(E, P dt) x C/T. The tree pays for the power above idle by its
+    share of the busy time it caused, and for the idle power by its share of the capacity.
     """
-    if idle_w is None:
-        return energy_j * capacity_share(tree_cpu_s, capacity_s)
-    idle_j = idle_w * dt_s
-    return max(0.0, energy_j - idle_j) * busy_share(tree_cpu_s, busy_s) + idle_j * capacity_share(
-        tree_cpu_s, capacity_s
-    )
+    idle_j = max(idle_w, 0.0) * max(dt_s, 0.0)
+    above = max(0.0, energy_j - idle_j)
+    return above * busy_share(tree_cpu_s, busy_s) + min(energy_j, idle_j) * capacity_share(tree_cpu_s, capacity_s)
 
 
 def resident_share(tree_rss_bytes: int, basis_bytes: int) -> float:
     """The tree's part of modelled memory power: its resident memory over the memory in use."""
     return _clamp01(tree_rss_bytes / basis_bytes) if basis_bytes > 0 else 0.0
+
+
+def baseline_warning(busy_s: float, capacity_s: float, idle_w: dict[str, float]) -> str | None:
+    """A warning when the machine was busy during --baseline (other load), else None.
+
+    `busy_s` is the machine's busy CPU time over the baseline, `capacity_s` threads x its duration.
+    """
+    if capacity_s <= 0:
+        return None
+    share = busy_s / capacity_s
+    if share <= BUSY_BASELINE_SHARE:
+        return None
+    shown = ", ".join(f"{d} {w:.3g} W" for d, w in sorted(idle_w.items())) or "no domain"
+    return (
+        f"--baseline: the machine was {share:.0%} busy while idle power was measured ({shown}), so the "
+        "baseline includes other work and the command is charged less than the power it causes; "
+        "measure it on a quiet machine, or leave --baseline out to use the model"
+    )

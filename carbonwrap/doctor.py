@@ -86,8 +86,14 @@ def _estimate(proc: Path, cpu_watts: tuple[float, float] | None, domains: list[s
     s = EstimateSensor(tuple(domains), proc=proc, cpu_watts=cpu_watts)
     out = []
     for d in domains:
-        if d == "cpu":
+        if d == "cpu" and cpu_watts is not None:
             details: tuple[str, ...] = (
+                f"--cpu-watts override: {s.idle_w:g}-{s.max_w:g} W per thread, {s.threads} threads "
+                f"(the model row {s.model.microarchitecture} would give {s.model.idle_w:g}-{s.model.max_w:g} W)",
+                f"matched from /proc/cpuinfo: {s.model.matched}",
+            )
+        elif d == "cpu":
+            details = (
                 f"model row: {s.model.microarchitecture}, {s.idle_w:g}-{s.max_w:g} W per thread, {s.threads} threads",
                 f"matched from /proc/cpuinfo: {s.model.matched}",
             )
@@ -97,14 +103,17 @@ def _estimate(proc: Path, cpu_watts: tuple[float, float] | None, domains: list[s
     return out
 
 
-def _gpu(proc: Path, load_nvml: Callable[[], ModuleType]) -> Finding:
+def _gpu(proc: Path, load_nvml: Callable[[], ModuleType], gpu: bool | None = None) -> Finding:
+    """The GPU finding; `gpu` is --gpu (True: try NVML even without the driver probe) or --no-gpu (False)."""
     version_file = proc / "driver" / "nvidia" / "version"
-    if not nvidia_driver_present(proc):
+    if gpu is False:
+        return Finding("gpu", "absent", "--no-gpu: GPU energy is not measured")
+    if not nvidia_driver_present(proc) and gpu is not True:
         return Finding("gpu", "absent", f"no NVIDIA driver ({version_file} missing): no GPU to measure")
     try:
         kernel = version_file.read_text(errors="replace").splitlines()[0].strip()
     except (OSError, IndexError):
-        kernel = "NVIDIA kernel module present"
+        kernel = "NVIDIA kernel module present" if version_file.exists() else f"--gpu given ({version_file} missing)"
     try:
         driver, devices = nvml.describe(load_nvml())
     except Exception as e:  # ImportError, or the library's own NVMLError with its code
@@ -168,6 +177,7 @@ def diagnose(
     load_nvml: Callable[[], ModuleType] | None = None,
     cpu_watts: tuple[float, float] | None = None,
     container: bool | None = None,
+    gpu: bool | None = None,
 ) -> list[Finding]:
     """Everything doctor reports, in order: cpu, dram, gpu, powercap notes, region, machine."""
     container = in_container() if container is None else container
@@ -176,7 +186,7 @@ def diagnose(
     findings = [f for f in found if f.topic in ("cpu", "dram")]
     findings += [f for f in _estimate(proc, cpu_watts, estimated) if f.topic not in status]
     findings.sort(key=lambda f: ("cpu", "dram").index(f.topic))
-    findings.append(_gpu(proc, load_nvml or nvml.load))
+    findings.append(_gpu(proc, load_nvml or nvml.load, gpu))
     findings += [f for f in found if f.topic == "powercap"]
     where = f"{intensity.region} {intensity.name or ''}".strip() if intensity.region else "fixed figure"
     findings.append(

@@ -25,13 +25,16 @@ class Region:
     g_per_kwh: float
     year: int
     source: str
+    also: tuple[str, ...] = ()  # common English names: UK, Britain, Turkey, Vietnam
 
 
 class Table:
-    """The packaged regions, indexed by code, alias (ISO alpha-3) and unique name, case-insensitively."""
+    """The packaged regions, indexed by code, alias (ISO alpha-3), unique name and common name,
+    case-insensitively; `zones` maps a time zone to the subregion most of its people live in."""
 
-    def __init__(self, regions: list[Region]) -> None:
+    def __init__(self, regions: list[Region], zones: Mapping[str, str] | None = None) -> None:
         self.regions = regions
+        self.zones = dict(zones or {})
         self._by_key: dict[str, Region] = {}
         names: dict[str, list[Region]] = {}
         for r in regions:
@@ -39,12 +42,16 @@ class Table:
             if r.alias:
                 self._by_key.setdefault(r.alias.upper(), r)
             names.setdefault(r.name.upper(), []).append(r)
+        for r in regions:
+            for n in r.also:
+                self._by_key.setdefault(n.upper(), r)
         self._by_name = {k: v[0] for k, v in names.items() if len(v) == 1}
 
     @classmethod
     def load(cls, path: Path = DATA) -> Table:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        return cls([Region(**row) for row in doc["regions"]])
+        rows = [Region(**{**row, "also": tuple(row.get("also", ()))}) for row in doc["regions"]]
+        return cls(rows, doc.get("zones", {}))
 
     def get(self, query: str) -> Region | None:
         key = query.strip().upper()
@@ -64,7 +71,7 @@ class Table:
 
     def suggest(self, query: str, n: int = 5) -> list[str]:
         key = query.strip().upper()
-        codes = [r.code.upper() for r in self.regions]
+        codes = [r.code.upper() for r in self.regions] + [a.upper() for r in self.regions for a in r.also]
         close = difflib.get_close_matches(key, codes + list(self._by_name), n=n, cutoff=0.6)
         out: list[str] = []
         for c in close:
@@ -81,12 +88,14 @@ class Table:
 
         def rank(r: Region) -> int:
             code = r.code.lower()
-            if q in (code, (r.alias or "").lower()):
+            if q in (code, (r.alias or "").lower()) or q in (a.lower() for a in r.also):
                 return 0
             return 1 if code.startswith(q) else 2
 
-        found = [r for r in self.regions if q in r.code.lower() or q in r.name.lower() or rank(r) == 0]
-        return sorted(found, key=rank)  # stable: table order within a rank
+        def matches(r: Region) -> bool:
+            return q in r.code.lower() or q in r.name.lower() or any(q in a.lower() for a in r.also) or rank(r) == 0
+
+        return sorted((r for r in self.regions if matches(r)), key=rank)  # stable: table order within a rank
 
 
 def _zone_name(env: Mapping[str, str], etc: Path) -> str | None:
@@ -108,24 +117,79 @@ def _zone_name(env: Mapping[str, str], etc: Path) -> str | None:
         return None
 
 
+def _links(zoneinfo: Path) -> dict[str, str]:
+    """tzdata's backward links (Asia/Calcutta -> Asia/Kolkata), from tzdata.zi's `L TARGET LINK` lines."""
+    try:
+        text = (zoneinfo / "tzdata.zi").read_text(encoding="utf-8")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "L":
+            out[parts[2]] = parts[1]
+    return out
+
+
+def _canonical(zone: str, zoneinfo: Path) -> str | None:
+    """The zone a link points to, from tzdata.zi, else from the zone file being a symbolic link."""
+    target = _links(zoneinfo).get(zone)
+    if target:
+        return target
+    path = zoneinfo / zone
+    try:
+        if path.is_symlink():
+            resolved = path.resolve().relative_to(zoneinfo.resolve())
+            return str(resolved)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _zone_countries(zoneinfo: Path) -> dict[str, str]:
+    try:
+        lines = (zoneinfo / "zone.tab").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        parts = line.split("\t")
+        if not line.startswith("#") and len(parts) >= 3:
+            out[parts[2]] = parts[0]
+    return out
+
+
+def guess_region(
+    env: Mapping[str, str],
+    etc: Path = Path("/etc"),
+    zoneinfo: Path = Path("/usr/share/zoneinfo"),
+    zones: Mapping[str, str] | None = None,
+) -> tuple[str, str] | None:
+    """(region code, zone) from TZ, /etc/localtime or /etc/timezone: the state or province the zone lies in
+    (`zones`), else its country from the system's zone.tab; a tzdata link is followed to its zone."""
+    zone = _zone_name(env, etc)
+    if not zone:
+        return None
+    zones = zones or {}
+    countries = _zone_countries(zoneinfo)
+    names = [zone]
+    target = _canonical(zone, zoneinfo)
+    if target and target != zone:
+        names.append(target)
+    for name in names:  # the link's own name first: America/Montreal is Quebec, though it links to Toronto
+        if name in zones:
+            return zones[name], zone
+    for name in names:
+        if name in countries:
+            return countries[name], zone
+    return None
+
+
 def guess_country(
     env: Mapping[str, str], etc: Path = Path("/etc"), zoneinfo: Path = Path("/usr/share/zoneinfo")
 ) -> tuple[str, str] | None:
     """(ISO alpha-2 country, zone) from TZ, /etc/localtime or /etc/timezone, via the system zone.tab."""
-    zone = _zone_name(env, etc)
-    if not zone:
-        return None
-    try:
-        lines = (zoneinfo / "zone.tab").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith("#"):
-            continue
-        parts = line.split("\t")
-        if len(parts) >= 3 and parts[2] == zone:
-            return parts[0], zone
-    return None
+    return guess_region(env, etc, zoneinfo)
 
 
 def _from_region(r: Region, how: str, note: str = "") -> Intensity:
@@ -161,7 +225,7 @@ def resolve(
         )
     if region:
         return _from_region(table.lookup(region), "env" if region_from_env else "flag")
-    guess = guess_country(env, etc, zoneinfo)
+    guess = guess_region(env, etc, zoneinfo, table.zones)
     if guess is not None:
         r = table.get(guess[0])
         if r is not None:

@@ -13,7 +13,8 @@ class Reading:
 
     A measured channel carries a cumulative counter (`energy_j`, wrapping at `wrap_j`); a modelled one
     carries the mean power since its previous read (`power_w`). `error` is set when the channel could not
-    be read this time; the value fields are then None.
+    be read this time; the value fields are then None, except a `power_w` that the model gives in the
+    counter's place (as it does on the first good read after a failure, beside `energy_j`).
     """
 
     domain: str
@@ -129,6 +130,7 @@ class RunOptions:
     expect_s: float | None = None
     samples: str | None = None  # --samples PATH: one row per interval (SPEC section 10.1)
     grid_region: str | None = None  # the region as given, for the live providers (GB-13, DK-DK1, em:...)
+    summary: str = "full"  # "full" | "short" (--summary)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,7 @@ class RunReport:
     prediction: dict[str, float] | None = None  # from the latest progress mark
     schedule: dict[str, object] | None = None  # SPEC section 9.1, when the start waited for a cleaner grid
     live: dict[str, object] = field(default_factory=dict)  # SPEC section 8's intensity fields, with --grid live
+    idle_w: dict[str, dict[str, object]] = field(default_factory=dict)  # {domain: {w, source}} (SPEC.md §3)
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:

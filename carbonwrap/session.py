@@ -10,13 +10,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from carbonwrap import attribution
 from carbonwrap.budget import Budget
 from carbonwrap.marks import Mark, MarksReader
 from carbonwrap.meter import Meter
-from carbonwrap.model import DOMAINS, Device, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
+from carbonwrap.model import DOMAINS, Device, RunOptions, RunReport, Sample, SensorInfo, co2e_g
 from carbonwrap.phases import Phases
 from carbonwrap.runner import KILL_GRACE_S, Child
-from carbonwrap.sensors import Sensor
+from carbonwrap.sensors import Sensor, model_idle_w, read_all, read_period_s
 
 
 def _utc(ts: float) -> str:
@@ -30,25 +31,30 @@ def _cwd() -> str:
         return os.environ.get("PWD", "")
 
 
-def read_all(sensors: Sequence[Sensor]) -> list[Reading]:
-    return [r for s in sensors for r in s.read()]
-
-
 def measure_idle(
     sensors: Sequence[Sensor],
     child: Child,
     duration_s: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    warnings: list[str] | None = None,
 ) -> dict[str, float]:
-    """Mean machine power per domain over `duration_s` before anything is launched (--baseline)."""
+    """Mean machine power per domain over `duration_s` before anything is launched (--baseline).
+
+    A machine busy with other work meanwhile makes a poor idle figure: `warnings` gets a line saying so."""
     meter = Meter("machine")
     t0 = clock()
-    meter.prime(read_all(sensors), child.usage(scan=False), 0.0)
+    before = child.usage(scan=False)
+    meter.prime(read_all(sensors), before, 0.0)
     sleep(duration_s)
     dt = clock() - t0
-    meter.update(read_all(sensors), child.usage(scan=False), dt)
-    return {d: e / dt for d, e in meter.machine_j.items()} if dt > 0 else {}
+    after = child.usage(scan=False)
+    meter.update(read_all(sensors), after, dt)
+    idle = {d: e / dt for d, e in meter.machine_j.items()} if dt > 0 else {}
+    busy = attribution.baseline_warning(after.machine_busy_s - before.machine_busy_s, after.threads * dt, idle)
+    if busy and warnings is not None:
+        warnings.append(busy)
+    return idle
 
 
 def run(
@@ -77,7 +83,7 @@ def run(
     read when a mark arrives, so `phases` gets its boundaries exact to that read. `on_sample` sees every
     sample, the final partial interval included.
     """
-    meter = Meter(options.scope, idle_w)
+    meter = Meter(options.scope, idle_w, model_idle_w(sensors))
     t0 = clock()  # the meter counts seconds from here, just before the launch
     usage0 = child.usage(scan=False)
     meter.prime(read_all(sensors), usage0, 0.0)
@@ -147,14 +153,33 @@ def run(
             meter.warnings.append(f"phase and progress marks stopped: {e!r}")
             return []
 
+    def absorb(now: float) -> None:
+        nonlocal failure
+        if failure is None:
+            try:
+                meter.absorb(read_all(sensors), child.usage(), now - t0)
+            except Exception as e:
+                failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
+
+    # Counters are read often enough that none can wrap twice unseen, whatever --interval says (SPEC §3).
+    read_every = read_period_s(sensors)
+    next_read = t0 + read_every if read_every is not None and read_every < options.interval_s else None
     killing = False
     next_clock = clock() + 1.0
     while True:
         tick = t0 + k * options.interval_s
-        wake = min(tick, kill_at if kill_at is not None else tick, next_clock if on_clock else tick)
+        wake = min(
+            tick,
+            kill_at if kill_at is not None else tick,
+            next_clock if on_clock else tick,
+            next_read if next_read is not None else tick,
+        )
         if child.wait(wake - clock()):
             break
         now = clock()
+        if next_read is not None and read_every is not None and now >= next_read and now < tick:
+            absorb(now)
+            next_read = now + read_every
         killing = killing or kill_at is not None
         kill_survivors(now)
         if on_clock is not None and now >= next_clock:
@@ -171,6 +196,8 @@ def run(
             continue  # woken by a signal, the clock or the kill deadline before the tick
         k = int((now - t0) / options.interval_s) + 1  # a late tick skips ahead, it does not drift
         take(now, got)
+        if next_read is not None and read_every is not None:
+            next_read = now + read_every
     if killing or kill_at is not None:  # --on-budget kill: the whole tree goes, not just the command
         give_up = clock() + kill_grace_s + 5.0
         while child.tree_alive() and clock() < give_up:
@@ -197,8 +224,7 @@ def run(
         report = replace(report, phases=tuple(phases.phases()), prediction=phases.prediction())
     if budget is None:
         return report
-    limits = {"max_co2e_g": budget.max_co2e_g, "max_energy_j": budget.max_energy_j, "on_budget": budget.on_budget}
-    return replace(report, budget={**limits, "exceeded": exceeded})
+    return replace(report, budget=budget.outcome(exceeded, report.exit_code))
 
 
 def gpu_entries(devices: Sequence[Device], meter: Meter) -> list[dict[str, object]]:
@@ -253,7 +279,7 @@ def _report(
     machine = {d: (meter.machine_j[d] if d in present else None) for d in DOMAINS}
     energy["total"] = sum(v for v in energy.values() if v is not None)
     machine["total"] = sum(v for v in machine.values() if v is not None)
-    info: list[SensorInfo] = [i for s in sensors for i in s.info]
+    info: list[SensorInfo] = meter.sensor_info(i for s in sensors for i in s.info)
     it = options.intensity
     return RunReport(
         id=uuid.uuid4().hex,
@@ -277,4 +303,5 @@ def _report(
         warnings=tuple(notes),
         tags=dict(options.tags),
         baseline_w=dict(idle_w or {}),
+        idle_w=meter.idle_record() if options.scope == "tree" else {},
     )

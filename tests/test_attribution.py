@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -16,9 +15,9 @@ from carbonwrap.model import Reading, TreeUsage, co2e_g
 from tests import fakes
 
 
-def test_capacity_share_without_baseline() -> None:
-    # 100 J over 1 s on 4 threads; the tree used 1 CPU second: a quarter of the capacity.
-    assert attribution.charge(100.0, 1.0, 1.0, 2.0, 4.0) == pytest.approx(25.0)
+def test_with_no_idle_power_everything_goes_by_busy_share() -> None:
+    # 100 J over 1 s on 4 threads, idle 0 W; the tree used 1 of the 2 busy CPU seconds: half of it.
+    assert attribution.charge(100.0, 1.0, 1.0, 2.0, 4.0) == pytest.approx(50.0)
     assert attribution.charge(100.0, 1.0, 0.0, 2.0, 4.0) == 0.0
     assert attribution.charge(100.0, 1.0, 5.0, 4.0, 4.0) == pytest.approx(100.0)  # clamped at 1
 
@@ -26,8 +25,8 @@ def test_capacity_share_without_baseline() -> None:
 def test_baseline_formula() -> None:
     # E=100 J, P_idle=40 W, dt=1 s, C=1, B=2, T=4: (100-40) x 1/2 + 40 x 1/4 = 40 J.
     assert attribution.charge(100.0, 1.0, 1.0, 2.0, 4.0, idle_w=40.0) == pytest.approx(40.0)
-    # Below idle: nothing above idle to share, the idle part still by capacity.
-    assert attribution.charge(30.0, 1.0, 1.0, 2.0, 4.0, idle_w=40.0) == pytest.approx(10.0)
+    # Below idle: nothing above idle to share, and only the energy there was by capacity: 30 x 1/4.
+    assert attribution.charge(30.0, 1.0, 1.0, 2.0, 4.0, idle_w=40.0) == pytest.approx(7.5)
     # Machine idle apart from the tree: the tree pays all the power above idle.
     assert attribution.charge(100.0, 1.0, 1.0, 1.0, 4.0, idle_w=40.0) == pytest.approx(70.0)
 
@@ -114,9 +113,11 @@ def test_tree_scope_charges_a_share_and_keeps_machine_energy(cw, tmp_path: Path)
     out = json.loads(rec.read_text())
     assert out["machine_energy_j"]["cpu"] == pytest.approx(100.0, abs=1e-4)
     assert out["warnings"] == []
-    threads = os.cpu_count() or 1
-    # One busy thread of `threads`: about 1/threads of the energy, the rest left unattributed.
-    assert out["energy_j"]["cpu"] == pytest.approx(100.0 / threads, rel=0.4)
+    # The fake package is still between its steps: the lowest power seen is 0 W, below the model's idle, so
+    # all of the energy is power above idle, charged by the tree's share of the machine's busy time (which
+    # depends on what else runs here; the formula itself is checked on exact numbers above).
+    assert out["idle_w"] == {"cpu": {"w": 0.0, "source": "lowest seen"}}
+    assert 0 < out["energy_j"]["cpu"] <= 100.0 + 1e-6
     dram = [s for s in out["sensors"] if s["domain"] == "dram"]
     assert dram[0]["method"] == "estimated" and "no RAPL dram zone" in dram[0]["detail"]
 
@@ -129,24 +130,16 @@ def test_baseline_is_measured_and_recorded(cw, tmp_path: Path) -> None:
     assert out["baseline_w"]["cpu"] > 0 and out["baseline_w"]["dram"] > 0
 
 
-def test_baseline_charges_power_above_idle_by_busy_share(cw, tmp_path: Path) -> None:
-    # The fake package is still during the baseline (idle 0 W), then gains 100 J while the tree keeps one
-    # thread busy. With the baseline the tree pays for power above idle by its share of the busy time, nearly
-    # all of it; without, by its share of the capacity, about 1/threads.
-    charged = {}
-    for args in ([], ["--baseline", "0.3"]):
-        sysfs = tmp_path / f"sys{len(args)}"
-        fp = fakes.amd_epyc(sysfs)
-        rec = tmp_path / f"r{len(args)}.json"
-        burn = f"{sys.executable} -c 'import time\nend = time.time() + 1.6\nwhile time.time() < end: pass'"
-        advance = shlex.join(fakes.advance_command({fp.zone_dir("intel-rapl:0"): 100.0}))
-        opts = ["--sysfs", str(sysfs), "-i", "0.05", *args]
-        r = cw("-q", *opts, "-o", str(rec), "--", "sh", "-c", f"{burn} & {advance}; wait")
-        assert r.returncode == 0, r.stderr
-        out = json.loads(rec.read_text())
-        assert out["machine_energy_j"]["cpu"] == pytest.approx(100.0, abs=1e-4)
-        charged[bool(args)] = out["energy_j"]["cpu"]
-    threads = os.cpu_count() or 1
-    assert charged[False] == pytest.approx(100.0 / threads, rel=0.4)
-    assert charged[True] > 70.0, charged
-    assert json.loads((tmp_path / "r2.json").read_text())["baseline_w"]["cpu"] == 0.0
+def test_baseline_is_the_idle_power_charged_with(cw, tmp_path: Path) -> None:
+    # The fake package is still during the baseline (0 W): the record says the charge used that figure.
+    sysfs = tmp_path / "sys"
+    fp = fakes.amd_epyc(sysfs)
+    rec = tmp_path / "r.json"
+    advance = fakes.advance_command({fp.zone_dir("intel-rapl:0"): 100.0})
+    r = cw("-q", "--sysfs", str(sysfs), "-i", "0.05", "--baseline", "0.3", "-o", str(rec), "--", *advance)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(rec.read_text())
+    assert out["machine_energy_j"]["cpu"] == pytest.approx(100.0, abs=1e-4)
+    assert out["baseline_w"]["cpu"] == 0.0
+    assert out["idle_w"]["cpu"] == {"w": 0.0, "source": "baseline"}
+    assert 0 < out["energy_j"]["cpu"] <= 100.0 + 1e-6

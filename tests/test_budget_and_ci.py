@@ -25,7 +25,7 @@ def test_amounts() -> None:
     assert parse_amount("2kWh", ENERGY_J) == 7.2e6
     assert parse_amount("50 Wh", ENERGY_J) == 180000.0
     for bad in ("12", "3 parsecs", "kg", "-1g"):
-        with pytest.raises(ValueError, match="needs a number and a unit"):
+        with pytest.raises(ValueError, match=r"needs a number and a unit|unknown unit"):
             parse_amount(bad, MASS_G)
     b = Budget(max_co2e_g=1.0, max_energy_j=100.0)
     assert b.exceeded(50.0, 0.5) is None

@@ -37,7 +37,7 @@ def test_packaged_tables_are_what_the_script_generates(tmp_path: Path) -> None:
 
 
 def test_every_row_keeps_year_and_source() -> None:
-    assert len(TABLE.regions) == 211 + 91 + 137
+    assert len(TABLE.regions) == 211 + 92 + 137  # 92 subregions: CA-PE added (an import proxy)
     for r in TABLE.regions:
         assert 2000 < r.year < 2100 and r.source, r
 
@@ -151,7 +151,7 @@ def test_regions_command_lists_and_searches(cw) -> None:
     r = cw("regions")
     assert r.returncode == 0
     lines = r.stdout.decode().splitlines()
-    assert len(lines) == 1 + 439
+    assert len(lines) == 1 + 440
     r = cw("regions", "france")
     out = r.stdout.decode()
     assert "FR " in out and "44.18" in out and "2024" in out and "Ember" in out

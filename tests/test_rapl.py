@@ -144,7 +144,9 @@ def test_a_counter_that_breaks_mid_run_warns_and_never_goes_negative(tmp_path: P
     assert all(v >= 0 for v in meter.machine_j.values())
 
 
-def test_a_counter_that_comes_back_covers_the_gap(tmp_path: Path) -> None:
+def test_a_counter_that_comes_back_starts_over_and_without_a_model_the_gap_is_missing(tmp_path: Path) -> None:
+    # No standby model: the gap cannot be estimated, so it is missing (and said so), never made up; the
+    # counter that reads again starts over rather than claim the gap as measured.
     fp = fakes.amd_epyc(tmp_path)
     zones, _ = rapl.discover(tmp_path)
     sensor = rapl.RaplSensor(zones[:1])
@@ -155,7 +157,11 @@ def test_a_counter_that_comes_back_covers_the_gap(tmp_path: Path) -> None:
     meter.update(sensor.read(), usage(1), 1.0)
     fp.write_raw("intel-rapl:0", f"{good + 150_000_000}\n")  # 150 J over the two seconds
     meter.update(sensor.read(), usage(2), 2.0)
-    assert meter.machine_j["cpu"] == pytest.approx(150.0, abs=1e-6)
+    fp.write_raw("intel-rapl:0", f"{good + 250_000_000}\n")  # 100 J in the third
+    meter.update(sensor.read(), usage(3), 3.0)
+    assert meter.machine_j["cpu"] == pytest.approx(100.0, abs=1e-6)
+    assert "missing until it reads again" in meter.warnings[0]
+    assert "unreadable for 2.0 s, not counted (no model)" in meter.sensor_info(sensor.info)[0].detail
     assert "readable again" in meter.warnings[-1]
 
 

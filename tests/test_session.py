@@ -55,7 +55,8 @@ def test_a_failing_sensor_mid_run_keeps_the_commands_status(child_of) -> None:
     sensor = BreaksOnRead(good=3)
     report = session.run(_options(*cmd), [sensor], child_of(cmd))
     assert report.exit_code == 9
-    assert any("measurement stopped at" in w and "driver went away" in w for w in report.warnings)
+    # The failing sensor degrades itself only (sensors.read_all): its channel is unreadable from then on.
+    assert any("cpu flaky: unreadable at" in w and "driver went away" in w for w in report.warnings)
     assert report.machine_energy_j["cpu"] == 20.0  # the reads before the failure still count
     assert report.duration_s >= 0.5
 
@@ -64,7 +65,7 @@ def test_a_failing_final_read_keeps_the_commands_status(child_of) -> None:
     cmd = (sys.executable, "-c", "raise SystemExit(4)")
     report = session.run(_options(*cmd, interval=60), [BreaksOnRead(good=1)], child_of(cmd))
     assert report.exit_code == 4
-    assert any("the final read failed" in w for w in report.warnings)
+    assert any("cpu flaky: unreadable at" in w and "driver went away" in w for w in report.warnings)
 
 
 def test_ticks_do_not_drift(child_of) -> None:

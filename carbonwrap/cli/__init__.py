@@ -14,6 +14,7 @@ from click.core import ParameterSource
 from carbonwrap import __version__
 from carbonwrap.cli.params import (
     CONTEXT,
+    from_environment,
     run_options,
     valid_amount,
     valid_cpu_watts,
@@ -97,6 +98,13 @@ RESERVED = ("regions", "doctor", "report", "when", "mark")
 @click.option("--label", metavar="NAME", help="The run's name [default: the command's basename].")
 @click.option("--live/--no-live", default=None, help="Live dashboard on stderr [default: when stderr is a terminal].")
 @click.option("-q", "--quiet", is_flag=True, help="No dashboard and no summary; records are still written.")
+@click.option(
+    "--summary",
+    type=click.Choice(["full", "short"]),
+    default="full",
+    show_default=True,
+    help="The final summary in full, or as one line (for cron logs).",
+)
 @click.option(
     "--sysfs",
     default="/sys",
@@ -201,7 +209,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:
-        _fail(_click_message(e), e.exit_code)
+        _fail(_click_message(from_environment(e)), e.exit_code)
     except click.Abort:
         _fail("aborted", 130)
     if not isinstance(params, dict):  # --help and --version return here

@@ -50,7 +50,7 @@ def doctor(ctx: click.Context, /, as_json: bool, sysfs: str | None, region: str 
         wrap_params = {**wrap_params, "region": region, "region_from_env": False}
     options = run_options(wrap_params, ["doctor"])
     findings = diagnosis.diagnose(
-        sysfs=Path(sysfs or options.sysfs), intensity=options.intensity, cpu_watts=options.cpu_watts
+        sysfs=Path(sysfs or options.sysfs), intensity=options.intensity, cpu_watts=options.cpu_watts, gpu=options.gpu
     )
     if as_json:
         click.echo(json.dumps(diagnosis.as_json(findings), indent=2))

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from carbonwrap.model import RunOptions
+
+ENV_PREFIX = "CARBONWRAP"
+# Variables the contract names besides the options' own (SPEC.md sections 1, 2, 8), and the test suite's.
+KNOWN_VARIABLES = frozenset(
+    {
+        "CARBONWRAP_PARENT_ID",
+        "CARBONWRAP_MARKS",
+        "CARBONWRAP_PUSHGATEWAY_AUTH",
+        "CARBONWRAP_NESO_URL",
+        "CARBONWRAP_ENERGINET_URL",
+        "CARBONWRAP_ELECTRICITYMAPS_URL",
+        "CARBONWRAP_REQUIRE_REAL",
+    }
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -102,22 +119,119 @@ def valid_cpu_watts(ctx: click.Context, param: click.Parameter, value: str | Non
     return pair
 
 
+# Interpreters whose run is named after their script (SPEC.md section 1), with the options of each that take
+# a separate argument, and those that give the program inline (no script to name the run after).
+_PYTHON = re.compile(r"^(python|pypy)(\d+(\.\d+)*)?$")
+_INTERPRETERS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "python": (frozenset({"-X", "-W", "--check-hash-based-pycs"}), frozenset({"-c"})),
+    "node": (
+        frozenset({"-r", "--require", "--import", "--loader", "--experimental-loader"}),
+        frozenset({"-e", "--eval", "-p", "--print"}),
+    ),
+    "sh": (frozenset({"-o", "+o", "-O", "+O"}), frozenset({"-c"})),
+    "ruby": (frozenset({"-I", "-r", "-E", "--encoding"}), frozenset({"-e"})),
+    "perl": (frozenset({"-I", "-M", "-m"}), frozenset({"-e", "-E"})),
+    "Rscript": (frozenset(), frozenset({"-e"})),
+}
+_SHELLS = {"sh", "bash", "dash", "zsh", "ksh"}
+
+
+def default_label(command: Sequence[str]) -> str:
+    """The run's name: the command's basename, or for an interpreter its script's or module's.
+
+    `python3 train.py` -> train.py, `python -m pkg` -> pkg, `java -jar app.jar` -> app.jar,
+    `sh -c '...'` -> sh (no script to name it after).
+    """
+    base = os.path.basename(command[0]) or command[0]
+    if base == "java":
+        rest = list(command[1:])
+        if "-jar" in rest and rest.index("-jar") + 1 < len(rest):
+            return os.path.basename(rest[rest.index("-jar") + 1]) or base
+        return base
+    kind = "python" if _PYTHON.match(base) else "sh" if base in _SHELLS else base
+    if kind not in _INTERPRETERS:
+        return base
+    with_value, inline = _INTERPRETERS[kind]
+    args = iter(command[1:])
+    for a in args:
+        if a == "--":
+            return os.path.basename(next(args, "")) or base
+        if a in inline:
+            return base  # the program is given inline: no script
+        if a in with_value:
+            next(args, None)
+            continue
+        if a.startswith("--"):
+            continue
+        if a.startswith(("-", "+")) and len(a) > 1:
+            # A cluster of one-letter options (perl -we, sh -euc, python -uc, python -mpkg, ruby -Ilib).
+            for k, letter in enumerate(a[1:], start=2):
+                if kind == "python" and letter == "m":
+                    return (a[k:] or next(args, "")) or base
+                if f"-{letter}" in inline:
+                    return base
+                if f"-{letter}" in with_value or f"+{letter}" in with_value:
+                    if k == len(a):
+                        next(args, None)
+                    break
+            continue
+        return base if a == "-" else os.path.basename(a) or base
+    return base
+
+
+def from_environment(e: click.ClickException) -> click.ClickException:
+    """The error, naming CARBONWRAP_<NAME> instead of the flag when the bad value came from there."""
+    if not isinstance(e, click.BadParameter) or e.ctx is None or e.param is None or not e.param.name:
+        return e
+    if e.ctx.get_parameter_source(e.param.name) == ParameterSource.ENVIRONMENT:
+        e.param_hint = f"{ENV_PREFIX}_{e.param.name.upper()}"
+    return e
+
+
+def unknown_variables(env: Mapping[str, str], option_names: Sequence[str]) -> list[str]:
+    """One warning per CARBONWRAP_* variable that is neither an option's nor one the contract names."""
+    import difflib
+
+    options = {f"{ENV_PREFIX}_{n.upper()}": n for n in option_names}
+    known = set(options) | KNOWN_VARIABLES
+    out = []
+    for name in sorted(env):
+        if not name.startswith(f"{ENV_PREFIX}_") or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(options), n=1, cutoff=0.0)
+        hint = f"; did you mean {close[0]} (--{options[close[0]].replace('_', '-')})?" if close else ""
+        out.append(f"{name} is not a carbonwrap setting and is ignored{hint}")
+    return out
+
+
 def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
     from carbonwrap import envtags, intensity
+    from carbonwrap.errors import UsageError
 
+    names = [k for k in params if k not in ("command", "region_from_env")]
+    if names:
+        from carbonwrap.report import say
+
+        for w in unknown_variables(os.environ, names):
+            say(f"carbonwrap: warning: {w}\n")
     region = params["region"]
     grid_region = region
     if region and (params.get("grid") == "live" or params.get("start_within") or params.get("finish_by")):
         from carbonwrap.grid.zones import table_region
 
         region = table_region(region) or region  # GB-13, DK-DK1, em:FR: the table prices their fallback
-    it = intensity.resolve(
-        intensity.Table.load(),
-        intensity=params["intensity"],
-        region=region,
-        region_from_env=params["region_from_env"],
-        env=os.environ,
-    )
+    try:
+        it = intensity.resolve(
+            intensity.Table.load(),
+            intensity=params["intensity"],
+            region=region,
+            region_from_env=params["region_from_env"],
+            env=os.environ,
+        )
+    except UsageError as e:
+        if params["region_from_env"]:
+            raise UsageError(f"{ENV_PREFIX}_REGION: {e}") from None
+        raise
     live = params["live"]
     if live is None:
         from carbonwrap.report import stderr_is_terminal
@@ -132,7 +246,7 @@ def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
         baseline_s=params["baseline"],
         outputs=tuple(params["output"]),
         tags=tuple({**envtags.from_environment(os.environ), **dict(params["tag"])}.items()),
-        label=params["label"] or os.path.basename(command[0]) or command[0],
+        label=params["label"] or default_label(command),
         live=bool(live) and not params["quiet"],
         quiet=params["quiet"],
         sysfs=params["sysfs"],
@@ -152,4 +266,5 @@ def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
         expect_s=params.get("expect"),
         samples=params.get("samples"),
         grid_region=grid_region,
+        summary=params.get("summary") or "full",
     )

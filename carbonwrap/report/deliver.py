@@ -73,7 +73,7 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None, series:
         say(json.dumps(rec, ensure_ascii=True, default=str) + "\n")
     status = exit_status(options, report, bool(failed))
     if not options.quiet:
-        _summary(rec)
+        _summary(rec, short=options.summary == "short")
     if gateway is not None:
         _push(gateway, rec)
     return Outcome(status, report.signal)
@@ -107,19 +107,16 @@ def _write_records(options: RunOptions, rec: dict[str, Any], series: Any = None)
     return failed
 
 
-def _summary(rec: dict[str, Any]) -> None:
+def _summary(rec: dict[str, Any], short: bool = False) -> None:
     """Rendered into memory first, so a slow stderr only ever meets one bounded write."""
     try:
         from carbonwrap.report import summary
 
         if sys.stderr is None:
             return
-        buf: StringIO = StringIO()
-        if stderr_is_terminal() and not os.environ.get("NO_COLOR"):
-            buf = _Terminal()
-            summary.render_rich(rec, buf)
-        else:
-            summary.render_plain(rec, buf)
+        rich = stderr_is_terminal() and not os.environ.get("NO_COLOR")
+        buf: StringIO = _Terminal() if rich else StringIO()
+        summary.render(rec, buf, short=short, rich=bool(rich))
         say(buf.getvalue())
     except Exception as e:  # the records and the status matter more
         say(f"carbonwrap: could not print the summary: {e!r}\n")

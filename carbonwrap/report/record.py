@@ -48,6 +48,7 @@ def to_record(r: RunReport) -> dict[str, Any]:
         "warnings": list(r.warnings),
         "tags": dict(r.tags),
         "baseline_w": dict(r.baseline_w),
+        "idle_w": {k: dict(v) for k, v in r.idle_w.items()},
         "budget": dict(r.budget) or None,
         "schedule": dict(r.schedule) if r.schedule is not None else None,
         "phases": [dict(p) for p in r.phases],

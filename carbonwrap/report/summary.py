@@ -7,6 +7,10 @@ from typing import IO, Any
 
 # US EPA, "Greenhouse Gas Emissions from a Typical Passenger Vehicle": about 400 g CO2 per mile.
 CAR_G_PER_KM = 400 / 1.609344
+# Below this much CO2e (100 m of driving) a car comparison stops reading sensibly; energy is compared with
+# a 10 W LED bulb instead (the draw of a common 800-lumen LED lamp).
+CAR_FROM_G = CAR_G_PER_KM / 10
+BULB_W = 10.0
 
 
 def format_mass(g: float) -> str:
@@ -37,12 +41,92 @@ def format_duration(s: float) -> str:
     return f"{int(h)} h {int(m):02d} min"
 
 
-def equivalent(g: float) -> str:
-    if g <= 0:
+def _span(s: float) -> str:
+    units = (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0), ("seconds", 1.0), ("ms", 1e-3), ("µs", 1e-6))
+    for unit, scale in units:
+        if s >= scale:
+            v = s / scale
+            return f"{v:.2g} {unit}" if v < 10 else f"{v:.0f} {unit}"
+    return "under a microsecond"
+
+
+def equivalent(g: float, energy_j: float | None = None) -> str:
+    """One everyday comparison that reads sensibly at this size: a car's distance for a run's worth of
+    driving, else the time a 10 W LED bulb would burn on the same energy."""
+    if g >= CAR_FROM_G or (energy_j is None and g > 0):
+        km = g / CAR_G_PER_KM
+        distance = f"{km:,.0f} km" if km >= 1000 else f"{km:.3g} km" if km >= 1 else f"{km * 1000:.0f} m"
+        return f"about as much CO2 as driving a typical car {distance} (US EPA, 400 g per mile)"
+    if energy_j is None or energy_j <= 0:
         return "nothing to compare"
-    metres = g / CAR_G_PER_KM * 1000
-    unit, scale = next(((u, k) for u, k in (("km", 1e3), ("m", 1.0), ("mm", 1e-3)) if metres >= k), ("µm", 1e-6))
-    return f"about as much CO2 as driving a typical car {metres / scale:.3g} {unit} (US EPA, 400 g per mile)"
+    return f"about the energy a 10 W LED bulb uses in {_span(energy_j / BULB_W)}"
+
+
+def _watts(w: float) -> str:
+    return f"{w:.3g} W"
+
+
+def idle_line(rec: dict[str, Any]) -> str | None:
+    """What idle power the charge assumed, per domain, and where each figure came from."""
+    sources = {
+        "baseline": "measured by --baseline",
+        "model": "the model's idle",
+        "lowest seen": "lowest power seen in the run (below the model's idle)",
+    }
+    idle = rec.get("idle_w") or {}
+    parts = [f"{d} {_watts(v['w'])} ({sources.get(v['source'], v['source'])})" for d, v in idle.items()]
+    baseline = rec.get("baseline_w") or {}
+    extra = [f"{d} {_watts(w)}" for d, w in baseline.items() if d not in idle]
+    if extra:
+        parts.append(f"--baseline also measured {', '.join(extra)}")
+    return "; ".join(parts) or None
+
+
+def budget_line(rec: dict[str, Any]) -> str | None:
+    """The budget outcome: within it, or what was passed and what carbonwrap did about it."""
+    b = rec.get("budget")
+    if not b:
+        return None
+    limits = []
+    if b.get("max_energy_j") is not None:
+        limits.append(f"energy {format_energy(b['max_energy_j'])}")
+    if b.get("max_co2e_g") is not None:
+        limits.append(f"CO2e {format_mass(b['max_co2e_g'])}")
+    shown = " and ".join(limits)
+    if not b.get("exceeded"):
+        return f"within budget ({shown})"
+    policy = b.get("on_budget", "warn")
+    status = b.get("exit_status")
+    then = {
+        "warn": "warned only",
+        "fail": f"--on-budget fail: exit status {status}",
+        "kill": "--on-budget kill: the command was stopped",
+    }.get(str(policy), str(policy))
+    return f"PASSED: {b['exceeded']}; {then}"
+
+
+def short_line(rec: dict[str, Any]) -> str:
+    """--summary short: `carbonwrap: 8.03 s, 13.3 J (estimated), 163 µg CO2e @ FR 44 g/kWh, exit 0`."""
+    it = rec["intensity"]
+    g = it["g_per_kwh"]
+    where = it["region"] or "fixed"
+    tag = " (estimated)" if _estimated_total(rec) else ""
+    status = f"exit {rec['exit_code']}"
+    if rec["signal"] is not None:
+        status = f"killed by signal {rec['signal']} (exit {rec['exit_code']})"
+    b = rec.get("budget") or {}
+    if b.get("exceeded"):
+        status += f", budget passed (exit status {b.get('exit_status')})"
+    shown = f"{g:.0f}" if g >= 10 else f"{g:.2g}"
+    return (
+        f"carbonwrap: {format_duration(rec['duration_s'])}, {format_energy(rec['energy_j']['total'])}{tag}, "
+        f"{format_mass(rec['co2e_g'])} CO2e @ {where} {shown} g/kWh, {status}"
+    )
+
+
+def _estimated_total(rec: dict[str, Any]) -> bool:
+    """A total that contains a modelled domain is itself an estimate, and says so."""
+    return any(s["method"] == "estimated" for s in rec["sensors"] if rec["energy_j"].get(s["domain"]) is not None)
 
 
 def _gpu_line(g: dict[str, Any], scope: str) -> str:
@@ -81,17 +165,16 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     total, mtotal = rec["energy_j"]["total"], rec["machine_energy_j"]["total"]
     share = f"{total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else "machine 0 J"
     charged_to = "the command's process tree" if scope == "tree" else "the whole machine"
-    # A total that contains a modelled domain is itself an estimate, and says so.
-    estimated_total = any(
-        s["method"] == "estimated" for s in rec["sensors"] if rec["energy_j"].get(s["domain"]) is not None
-    )
-    tag = " (estimated)" if estimated_total else ""
+    tag = " (estimated)" if _estimated_total(rec) else ""
     line = f"{format_energy(total)}{tag} charged to {charged_to}"
     if scope != "machine":
         line += f", {share}"
     if rec["pue"] != 1.0:
         line += f"; x PUE {rec['pue']:g}"
     out.append(("energy", line))
+    idle = idle_line(rec)
+    if idle:
+        out.append(("idle", idle))
     it = rec["intensity"]
     year = f", {it['year']}" if it["year"] else ""
     if it["how"] == "default":
@@ -104,7 +187,10 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         how = it["note"] or it["how"]
         region = f"{where}: {it['g_per_kwh']:g} g/kWh ({it['source']}{year}) [{how}]"
     out.append(("region", region))
-    out.append(("CO2e", f"{format_mass(rec['co2e_g'])}{tag}, {equivalent(rec['co2e_g'])}"))
+    out.append(("CO2e", f"{format_mass(rec['co2e_g'])}{tag}, {equivalent(rec['co2e_g'], total)}"))
+    budget = budget_line(rec)
+    if budget:
+        out.append(("budget", budget))
     estimated = [s for s in rec["sensors"] if s["method"] == "estimated"]
     for s in estimated:
         out.append(("estimated", f"{s['domain']}: {s['detail']}"))
@@ -113,6 +199,17 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     for w in rec["warnings"]:
         out.append(("warning", w))
     return out
+
+
+def render(rec: dict[str, Any], stream: IO[str], *, short: bool = False, rich: bool = False) -> None:
+    """The final summary: one line with `short`, else in full, with rich when `rich`."""
+    if short:
+        stream.write(short_line(rec) + "\n")
+        stream.flush()
+    elif rich:
+        render_rich(rec, stream)
+    else:
+        render_plain(rec, stream)
 
 
 def render_plain(rec: dict[str, Any], stream: IO[str]) -> None:
@@ -126,7 +223,7 @@ def render_rich(rec: dict[str, Any], stream: IO[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    styles = {"CO2e": "bold green", "warning": "yellow", "estimated": "dim", "command": "bold"}
+    styles = {"CO2e": "bold green", "warning": "yellow", "estimated": "dim", "command": "bold", "budget": "bold"}
     table = Table(title="carbonwrap", title_justify="left", show_header=False, box=None, pad_edge=False)
     table.add_column(style="cyan", no_wrap=True)
     table.add_column(overflow="fold")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -52,8 +53,12 @@ def open_sensors(
             where = sysfs / "class" / "powercap"
             reasons[domain] = f"no RAPL {'package' if domain == 'cpu' else 'dram'} zone under {where}"
             continue
+        from carbonwrap.sensors.estimate import EstimateSensor
+
+        # The model that stands in should the counter become unreadable during the run (SPEC.md section 3).
+        standby = EstimateSensor((domain,), proc=proc, cpu_watts=cpu_watts)
         try:
-            sensors.append(rapl.RaplSensor(mine, read))
+            sensors.append(rapl.RaplSensor(mine, read, standby=standby))
         except SensorError as e:
             reasons[domain] = f"RAPL unreadable: {e}"
             warnings.append(f"{domain}: {e}. Falling back to the estimate")
@@ -63,6 +68,75 @@ def open_sensors(
 
         sensors.append(EstimateSensor(missing, proc=proc, cpu_watts=cpu_watts, reasons=reasons))
     return sensors, warnings
+
+
+def read_period_s(sensors: Sequence[object]) -> float | None:
+    """The longest gap between two reads of the counters at which none can wrap twice unseen.
+
+    min over the measured zones of max_energy_range / (2 x maximum power); None when no sensor has a
+    counter that wraps. The session reads at least this often, whatever --interval says.
+    """
+    periods = [p for s in sensors if (p := getattr(s, "max_read_period_s", None)) is not None and p > 0]
+    return min(periods) if periods else None
+
+
+def model_idle_w(sensors: Sequence[object]) -> dict[str, float]:
+    """The model's idle power per domain, for the charging rule's P_idle (SPEC.md section 3)."""
+    out: dict[str, float] = {}
+    for s in sensors:
+        get = getattr(s, "model_idle_w", None)
+        if get is None:
+            continue
+        try:
+            figures = get()
+        except Exception:  # a fallback figure: the meter then uses the lowest power seen
+            continue
+        for domain, w in figures.items():
+            if isinstance(w, int | float) and math.isfinite(w) and w >= 0:
+                out[domain] = out.get(domain, 0.0) + float(w)
+    return out
+
+
+# Beyond any real machine: a GPU or socket counter above this (joules) or power above this (watts) is garbage.
+_MAX_J = 2.0**64 / 1e3
+_MAX_W = 1e6
+
+
+def _checked(r: Reading) -> Reading:
+    """The reading, or an error reading when a value is not a finite, plausible figure."""
+    for name, value, limit in (
+        ("energy", r.energy_j, _MAX_J),
+        ("power", r.power_w, _MAX_W),
+        ("instant power", r.power_now_w, _MAX_W),
+    ):
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= limit):
+            why = f"implausible {name} value {str(value)[:40]}"
+            return Reading(r.domain, r.name, share=None if r.share is None else 0.0, error=why)
+    if r.share is not None and not (math.isfinite(r.share) and 0.0 <= r.share <= 1.0):
+        return Reading(r.domain, r.name, share=0.0, error=f"implausible share {str(r.share)[:40]}")
+    return r
+
+
+def read_all(sensors: Sequence[Sensor]) -> list[Reading]:
+    """Every sensor's readings; one that raises or returns garbage gives error readings for its own
+    channels only, so the other domains go on (SPEC.md section 2)."""
+    out: list[Reading] = []
+    for s in sensors:
+        try:
+            readings = list(s.read())
+        except Exception as e:
+            why = f"{type(e).__name__}: {e}"[:200]
+            try:
+                infos = list(s.info)
+            except Exception:
+                infos = []
+            # A GPU channel carries its own share: 0 keeps a broken one from being charged by CPU share.
+            readings = [
+                Reading(i.domain, i.name, share=0.0 if i.domain == "gpu" else None, error=f"read failed ({why})")
+                for i in infos
+            ]
+        out += [_checked(r) for r in readings]
+    return out
 
 
 def open_gpu(

@@ -139,6 +139,20 @@ class EstimateSensor:
     def cpu_power_w(self, utilisation: float) -> float:
         return self.threads * (self.idle_w + utilisation * (self.max_w - self.idle_w))
 
+    def model_idle_w(self) -> dict[str, float]:
+        """The model's power of each domain at rest: threads x idle watts; memory in use x watts per GB."""
+        out = {}
+        if "cpu" in self.domains:
+            out["cpu"] = self.cpu_power_w(0.0)
+        if "dram" in self.domains:
+            vm = psutil.virtual_memory()
+            out["dram"] = (vm.total - vm.available) / GB * DRAM_W_PER_GB
+        return out
+
+    def mark(self) -> None:
+        """Start the next utilisation window now (a standby model read only when a counter fails)."""
+        self._last = psutil.cpu_times()
+
     def read(self) -> list[Reading]:
         now = psutil.cpu_times()
         (b1, t1), (b0, t0) = busy_total(now), busy_total(self._last)
