@@ -216,7 +216,9 @@ class Child:
         self.forwarded: list[str] = []
         self.not_forwarded: list[str] = []
         self.subreaper = False
-        self.env = dict(env) if env is not None else spawn.startup_environ()
+        # The CLI passes the environment it was started with (spawn.startup_environ); a library caller that
+        # gives none gets os.environ as it stands, its own changes included.
+        self.env = dict(env) if env is not None else dict(os.environb)
         self._tree = ProcessTree(os.getpid(), proc)
         self._extra = set(extra_signals)
         self._on_signal = on_signal

@@ -186,7 +186,20 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         where = f"{it['region']} {it['name'] or ''}".strip() if it["region"] else "fixed figure"
         how = it["note"] or it["how"]
         region = f"{where}: {it['g_per_kwh']:g} g/kWh ({it['source']}{year}) [{how}]"
+    if it.get("grid") == "live":
+        from carbonwrap.grid import describe
+
+        region = describe(it, it.get("region"))
+        if "lifecycle" not in str(it.get("basis") or ""):
+            region += " (direct emissions; the yearly figure is lifecycle: not comparable one-to-one)"
     out.append(("region", region))
+    if rec.get("schedule"):
+        from carbonwrap.grid.schedule import outcome
+
+        out.append(("schedule", outcome(rec["schedule"])))
+    phases = rec.get("phases") or []
+    if len(phases) > 1:
+        out.append(("phases", ", ".join(f"{p['name']} {format_energy(p['energy_j']['total'])}" for p in phases)))
     out.append(("CO2e", f"{format_mass(rec['co2e_g'])}{tag}, {equivalent(rec['co2e_g'], total)}"))
     budget = budget_line(rec)
     if budget:
