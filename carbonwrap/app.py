@@ -120,7 +120,9 @@ def _panel(options: RunOptions, sensors: list[Any]) -> Any:
         return None
     it = options.intensity
     region = f"{it.region} {it.g_per_kwh:g} g/kWh" if it.how != "default" else f"no region set ({it.g_per_kwh:g} g/kWh)"
-    estimated = {i.domain for s in sensors for i in s.info if i.method == "estimated"}
+    from carbonwrap.report.record import estimated_domains  # i14: the record's one rule
+
+    estimated = estimated_domains([asdict(i) for s in sensors for i in s.info])
     return live.LivePanel(options.label, region, estimated, color=not os.environ.get("NO_COLOR"))
 
 

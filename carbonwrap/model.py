@@ -148,6 +148,8 @@ class RunReport:
     tags: dict[str, str] = field(default_factory=dict)
     baseline_w: dict[str, float] = field(default_factory=dict)
     budget: dict[str, object] = field(default_factory=dict)  # limits, policy and what happened
+    parent_id: str | None = None  # the enclosing carbonwrap run's id (CARBONWRAP_PARENT_ID), if any
+    host_info: dict[str, object] = field(default_factory=dict)  # hostinfo.collect()
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:

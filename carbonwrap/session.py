@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from carbonwrap import hostinfo
 from carbonwrap.budget import Budget
 from carbonwrap.meter import Meter
 from carbonwrap.model import DOMAINS, Device, Reading, RunOptions, RunReport, Sample, SensorInfo, co2e_g
@@ -219,4 +220,6 @@ def _report(
         warnings=tuple(notes),
         tags=dict(options.tags),
         baseline_w=dict(idle_w or {}),
+        parent_id=os.environ.get("CARBONWRAP_PARENT_ID") or None,  # i14: set by the enclosing run
+        host_info=hostinfo.collect(),  # i14
     )

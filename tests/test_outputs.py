@@ -103,7 +103,7 @@ def test_csv_has_one_header_and_escapes_formulas(cw, tmp_path: Path) -> None:
     assert len(rows) == 4
     labels = [r[CSV_COLUMNS.index("label")] for r in rows[1:]]
     assert labels == ['\'=HYPERLINK("http://x")', "'+1", "plain"]
-    assert rows[1][CSV_COLUMNS.index("tags")] == "who=@evil"  # starts with 'w': nothing to escape
+    assert json.loads(rows[1][CSV_COLUMNS.index("tags")]) == {"who": "@evil"}  # a JSON object: '{' is no formula
     assert escape_cell("-2+3") == "'-2+3" and escape_cell("@SUM(A1)") == "'@SUM(A1)" and escape_cell(5) == 5
 
 

@@ -63,15 +63,15 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         ("status", status),
         ("duration", f"{format_duration(rec['duration_s'])}, tree CPU time {rec['cpu_time_s']:.2f} s"),
     ]
-    methods: dict[str, set[str]] = {}
-    for s in rec["sensors"]:
-        methods.setdefault(s["domain"], set()).add(s["method"])
+    from carbonwrap.report.record import record_methods  # i14: one rule for measured/estimated
+
+    methods = record_methods(rec)
     scope = rec["scope"]
     for d in ("cpu", "dram", "gpu"):
         charged, machine = rec["energy_j"][d], rec["machine_energy_j"][d]
         if charged is None:
             continue
-        how = "+".join(sorted(methods.get(d, {"unknown"})))
+        how = methods[d]
         text = f"{format_energy(charged)}  {how}"
         if scope != "machine":
             text += f"  (whole machine {format_energy(machine)})"
@@ -82,9 +82,7 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     share = f"{total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else "machine 0 J"
     charged_to = "the command's process tree" if scope == "tree" else "the whole machine"
     # A total that contains a modelled domain is itself an estimate, and says so.
-    estimated_total = any(
-        s["method"] == "estimated" for s in rec["sensors"] if rec["energy_j"].get(s["domain"]) is not None
-    )
+    estimated_total = methods["total"] == "estimated"
     tag = " (estimated)" if estimated_total else ""
     line = f"{format_energy(total)}{tag} charged to {charged_to}"
     if scope != "machine":
