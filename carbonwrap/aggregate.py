@@ -84,12 +84,12 @@ def from_record(rec: Any) -> Run:
     methods = record_methods(rec)
     return Run(
         id=_text(rec.get("id") or "", "id"),
-        parent_id=_text(rec.get("parent_id"), "parent_id", nullable=True),
+        parent_id=_text(rec.get("parent_id") or None, "parent_id", nullable=True),
         label=_text(rec["label"], "label"),
         host=_text(rec["host"], "host"),
         started_ts=parse_time(_text(rec["started_at"], "started_at")),
         scope=_text(rec.get("scope") or "tree", "scope"),
-        region=_text(it.get("region"), "intensity.region", nullable=True),
+        region=_text(it.get("region") or None, "intensity.region", nullable=True),
         command=tuple(_text(c, "command") for c in command),
         tags=tuple(sorted((_text(k, "tag"), str(v)) for k, v in tags.items())),
         duration_s=_number(rec["duration_s"], "duration_s"),
