@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from carbonwrap import history
 from carbonwrap.report import sinks
-from carbonwrap.report.record import CSV_COLUMNS, SCHEMA, from_row, to_row, unescape_cell
+from carbonwrap.report.record import CSV_COLUMNS, SCHEMA, from_row, split_command, to_row, unescape_cell
 from carbonwrap.report.text import sanitise
 
 # Any text, with bytes that were not UTF-8 (surrogateescape) and every kind of line break mixed in.
@@ -174,3 +174,23 @@ def _minimal() -> dict[str, Any]:
         "tags": {},
         "budget": None,
     }
+
+
+@given(st.lists(TEXT, max_size=6))
+def test_the_command_cell_splits_back_like_shlex(words: list[str]) -> None:
+    import shlex
+
+    line = shlex.join(words)
+    assert split_command(line) == words == shlex.split(line)
+
+
+def test_a_command_line_of_megabytes_reads_back_in_linear_time(tmp_path: Path) -> None:
+    # Before (with shlex.split): minutes for one 2 MB word; a report timed out on one long CSV row.
+    words = ["echo", "x" * 4_000_000, "it's"]
+    assert split_command(shlex_join(words)) == words
+
+
+def shlex_join(words: list[str]) -> str:
+    import shlex
+
+    return shlex.join(words)

@@ -56,20 +56,23 @@ def check_url(url: str) -> None:
         raise ValueError(f"needs an http(s) URL with '://', {_EXAMPLE}; the value is not shown")
     try:
         parts = urllib.parse.urlsplit(url)
-        port = parts.port
     except ValueError:
-        raise ValueError(f"has a port that is not a number from 1 to 65535; {_EXAMPLE}") from None
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"needs an http(s) URL, {_EXAMPLE}; the value is not shown")
+        raise ValueError(f"is not a URL, {_EXAMPLE}; the value is not shown") from None
     if "@" in url.split("://", 1)[1] and "@" not in parts.netloc:
         raise ValueError(
             "has credentials with a '/', '?' or '#' in them: percent-encode them, "
             f"or pass them in {AUTH_VAR}=user:password; the value is not shown"
         )
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"needs an http(s) URL, {_EXAMPLE}; the value is not shown")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"needs a port from 1 to 65535, or none, {_EXAMPLE}; the value is not shown")
     if not parts.hostname:
         raise ValueError(f"needs a host name, {_EXAMPLE}; the value is not shown")
-    if port == 0:
-        raise ValueError(f"has a port that is not a number from 1 to 65535; {_EXAMPLE}")
     if parts.query or parts.fragment:
         raise ValueError("must not have a '?query' or '#fragment'; the value is not shown")
 

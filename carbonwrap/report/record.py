@@ -225,6 +225,40 @@ def _warnings(cell: str) -> list[str]:
     return cell.split(" | ") if cell else []  # before JSON cells
 
 
+# The words of a POSIX shell line as shlex.join writes them, in linear time (shlex.split is quadratic in the
+# length of a word, minutes for a command line of a few MB).
+_WORD_PIECE = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|\\(.)|([^ \t\r\n'"\\]+)|([ \t\r\n]+)""", re.S)
+_DQ_ESCAPE = re.compile(r'\\([\\"])')
+
+
+def split_command(line: str) -> list[str]:
+    """shlex.split(line) for what shlex.join writes (and ordinary quoting); ValueError for an open quote."""
+    words: list[str] = []
+    word: list[str] | None = None
+    pos = 0
+    while pos < len(line):
+        m = _WORD_PIECE.match(line, pos)
+        if m is None:
+            raise ValueError("no closing quotation in the command")
+        pos = m.end()
+        single, double, escaped, plain, space = m.groups()
+        if space is not None:
+            if word is not None:
+                words.append("".join(word))
+            word = None
+            continue
+        word = [] if word is None else word
+        if single is not None:
+            word.append(single)
+        elif double is not None:
+            word.append(_DQ_ESCAPE.sub(r"\1", double))
+        else:
+            word.append(escaped if escaped is not None else plain)
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
 def from_row(row: Mapping[str, str | None]) -> dict[str, Any]:
     """A record from a CSV row written by to_row (or by an older carbonwrap): exactly what the row holds."""
     cells: dict[str, Any] = {}
@@ -247,7 +281,7 @@ def from_row(row: Mapping[str, str | None]) -> dict[str, Any]:
         decided["total"] = cells["method_total"]
     return {
         **{k: cells[k] for k in ("schema", "id", "parent_id", "label", "cwd", "host", "started_at", "ended_at")},
-        "command": shlex.split(cells["command"] or ""),
+        "command": split_command(cells["command"] or ""),
         **{k: cells[k] for k in ("duration_s", "exit_code", "signal", "cpu_time_s", "scope", "pue", "co2e_g")},
         "energy_j": energy,
         "machine_energy_j": {k: cells[f"machine_energy_{k}_j"] for k in _ENERGY_KEYS},
