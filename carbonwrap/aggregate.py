@@ -182,7 +182,18 @@ def _sum(runs: Iterable[Run], keyed: Any) -> list[dict[str, Any]]:
 def totals(runs: list[Run], by: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(one row per group and scope, largest CO2e first; the grand total, one row per scope).
     Mean intensity is weighted by energy at the meter (x PUE)."""
-    rows = _sum(runs, lambda r: group_key(r, by))
+    if by in ("day", "month"):  # one strftime per UTC day, not per run
+        days: dict[int, str] = {}
+
+        def keyed(r: Run) -> str:
+            day = int(r.started_ts // 86400)
+            if day not in days:
+                days[day] = group_key(r, by)
+            return days[day]
+
+        rows = _sum(runs, keyed)
+    else:
+        rows = _sum(runs, lambda r: group_key(r, by))
     rows.sort(key=lambda row: (-row["co2e_g"], row["group"], row["scope"]))
     grand = sorted(_sum(runs, lambda r: TOTAL), key=lambda row: row["scope"])
     return rows, grand
