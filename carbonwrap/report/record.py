@@ -165,14 +165,17 @@ _NEEDS_ESCAPE = re.compile("'*[=+\\-@\t\r]")
 _ESCAPED = re.compile("'+[=+\\-@\t\r]")
 
 
+_STARTS = frozenset("'=+-@\t\r")
+
+
 def escape_cell(value: object) -> object:
-    if isinstance(value, str) and _NEEDS_ESCAPE.match(value):
+    if isinstance(value, str) and value[:1] in _STARTS and _NEEDS_ESCAPE.match(value):
         return "'" + value
     return value
 
 
 def unescape_cell(cell: str) -> str:
-    return cell[1:] if _ESCAPED.match(cell) else cell
+    return cell[1:] if cell[:1] == "'" and _ESCAPED.match(cell) else cell
 
 
 def to_row(rec: Mapping[str, Any]) -> dict[str, object]:
