@@ -158,6 +158,8 @@ _FLOATS = frozenset(
 )
 _INTS = frozenset(["exit_code", "signal", "intensity_year"])
 _NULLABLE = frozenset(["parent_id", "intensity_region", "method_cpu", "method_dram", "method_gpu", "method_total"])
+# How from_row reads each column: float, int, nullable text, text.
+_KIND = tuple((c, "f" if c in _FLOATS else "i" if c in _INTS else "n" if c in _NULLABLE else "t") for c in CSV_COLUMNS)
 
 # A text cell that a spreadsheet would run as a formula gets one leading apostrophe (OWASP CSV injection).
 # Apostrophes already in front of such a start are counted in, so that reading strips exactly what was added.
@@ -265,17 +267,19 @@ def split_command(line: str) -> list[str]:
 def from_row(row: Mapping[str, str | None]) -> dict[str, Any]:
     """A record from a CSV row written by to_row (or by an older carbonwrap): exactly what the row holds."""
     cells: dict[str, Any] = {}
-    for c in CSV_COLUMNS:
-        raw = row.get(c)
+    get = row.get
+    for c, kind in _KIND:
+        raw = get(c)
         if raw is None:  # a column an older file does not have
             cells[c] = None
-        elif c in _FLOATS:
+        elif kind == "f":
             cells[c] = _float(raw)
-        elif c in _INTS:
+        elif kind == "i":
             cells[c] = int(raw) if raw != "" else None
+        elif raw == "":
+            cells[c] = None if kind == "n" else ""
         else:
-            text = unescape_cell(raw)
-            cells[c] = None if text == "" and c in _NULLABLE else text
+            cells[c] = unescape_cell(raw) if raw[0] == "'" else raw
     energy = {k: cells[f"energy_{k}_j"] for k in _ENERGY_KEYS}
     methods = {d: cells[f"method_{d}"] for d in DOMAINS}
     parts = {d: set(str(m).split("+")) for d, m in methods.items() if m}
