@@ -203,7 +203,10 @@ def render(rows: list[dict[str, Any]], fmt: str, by: str, grand: list[dict[str, 
     """The totals as table (for people), markdown, csv or json; the grand total ends each. Times are UTC."""
     grand = grand or []
     if fmt == "json":
-        return json.dumps({"by": by, "times": "UTC", "groups": rows, "total": grand}, indent=2, allow_nan=False) + "\n"
+        from carbonwrap.report.text import sanitise  # finite records can still sum past the largest float
+
+        doc = sanitise({"by": by, "times": "UTC", "groups": rows, "total": grand})
+        return json.dumps(doc, indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
         from carbonwrap.report.record import escape_cell
 

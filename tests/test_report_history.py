@@ -190,3 +190,14 @@ def test_control_characters_in_groups_are_escaped_in_the_table(cw, tmp_path: Pat
     f = _write(tmp_path / "c.jsonl", [_make(real)(1, label="evil\x1b]0;pwned\x07\rX")])
     r = cw("report", str(f))
     assert b"\x1b" not in r.stdout and b"\r" not in r.stdout and b"evil\\x1b]0;pwned\\x07\\rX" in r.stdout
+
+
+def test_sums_past_the_largest_float_still_give_strict_json(cw, tmp_path: Path, real: dict[str, Any]) -> None:
+    make = _make(real)
+    huge = {"cpu": 1e308, "dram": None, "gpu": None, "total": 1e308}
+    f = _write(tmp_path / "h.jsonl", [make(1, energy_j=huge, co2e_g=1e308), make(2, energy_j=huge, co2e_g=1e308)])
+    r = cw("report", str(f), "--format", "json")
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr
+    assert strict_loads(r.stdout)["total"][0]["energy_total_j"] is None  # overflowed: null, never Infinity
+    for fmt in ("table", "csv", "markdown"):
+        assert cw("report", str(f), "--format", fmt).returncode == 0
