@@ -1,140 +1,133 @@
-"""`carbonwrap report`: read run records (JSON, JSONL, CSV) from many files and hosts, and total them by group.
+"""`carbonwrap report`: the fields of a record that reports total, and the totals by group. Pure.
 
-Pure apart from reading the files; a malformed line is counted and skipped, never fatal.
+Reading the files is history.py's part. Scopes are never summed together: every row is one group in one scope,
+and the grand total has a row per scope.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from carbonwrap.report.record import SCHEMA
+from carbonwrap.report.record import SCHEMA, record_methods
 
 DOMAINS = ("cpu", "dram", "gpu")
-_ESCAPED = ("'=", "'+", "'-", "'@", "'\t", "'\r")
+GROUPINGS = ("label", "host", "day", "month", "region", "scope")
+FORMATS = ("table", "json", "csv", "markdown", "html")  # html: report/html.py draws it (SPEC.md section 10.3)
+TOTAL = "(all)"
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
     """The fields of one record that reports total."""
 
+    id: str
+    parent_id: str | None
     label: str
     host: str
-    started_at: str
-    tags: dict[str, str]
+    started_ts: float  # Unix time; started_at with any offset applied
+    scope: str
+    region: str | None
+    command: tuple[str, ...]
+    tags: tuple[tuple[str, str], ...]
     duration_s: float
     cpu_time_s: float
-    energy_j: dict[str, float]  # charged, per domain present, before PUE
+    energy_j: tuple[tuple[str, float], ...]  # charged, per domain present, before PUE
     pue: float
     co2e_g: float
     g_per_kwh: float
-    estimated: bool  # some domain of this run was modelled, not measured
+    estimated: bool  # the record's methods say its total is an estimate
 
 
-@dataclass(slots=True)
-class Loaded:
-    runs: list[Run] = field(default_factory=list)
-    malformed: list[str] = field(default_factory=list)  # "file:line: why"
+def _text(v: Any, what: str, nullable: bool = False) -> Any:
+    if v is None and nullable:
+        return None
+    if not isinstance(v, str):
+        raise TypeError(f"{what} is not a string")
+    return v
 
 
-def _num(v: Any) -> float:
-    if v is None or v == "":
-        return 0.0
-    return float(v)
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"{what} is not a number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} is not finite")
+    return f
 
 
-def _from_record(rec: dict[str, Any]) -> Run:
+def parse_time(text: str) -> float:
+    """Unix time of an ISO 8601 time; without an offset it is UTC."""
+    t = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+
+
+def from_record(rec: Any) -> Run:
+    """The Run of a record dict (from JSON, or from a CSV row by record.from_row); raises on anything malformed."""
+    if not isinstance(rec, dict):
+        raise TypeError("not a JSON object")
     if rec.get("schema") != SCHEMA:
         raise ValueError(f"not a {SCHEMA} record")
-    energy = {d: _num(rec["energy_j"][d]) for d in DOMAINS if rec["energy_j"].get(d) is not None}
+    energy_in, it, tags = rec["energy_j"], rec["intensity"], rec["tags"]
+    if not isinstance(energy_in, dict) or not isinstance(it, dict) or not isinstance(tags, dict):
+        raise TypeError("energy_j, intensity and tags must be objects")
+    energy = tuple((d, _number(energy_in[d], f"energy_j.{d}")) for d in DOMAINS if energy_in.get(d) is not None)
+    command = rec.get("command") or []
+    if not isinstance(command, list):
+        raise TypeError("command is not a list")
+    methods = record_methods(rec)
     return Run(
-        str(rec["label"]),
-        str(rec["host"]),
-        str(rec["started_at"]),
-        {str(k): str(v) for k, v in rec["tags"].items()},
-        _num(rec["duration_s"]),
-        _num(rec["cpu_time_s"]),
-        energy,
-        _num(rec["pue"]),
-        _num(rec["co2e_g"]),
-        _num(rec["intensity"]["g_per_kwh"]),
-        any(s["method"] == "estimated" for s in rec["sensors"]),
+        id=_text(rec.get("id") or "", "id"),
+        parent_id=_text(rec.get("parent_id") or None, "parent_id", nullable=True),
+        label=_text(rec["label"], "label"),
+        host=_text(rec["host"], "host"),
+        started_ts=parse_time(_text(rec["started_at"], "started_at")),
+        scope=_text(rec.get("scope") or "tree", "scope"),
+        region=_text(it.get("region") or None, "intensity.region", nullable=True),
+        command=tuple(_text(c, "command") for c in command),
+        tags=tuple(sorted((_text(k, "tag"), str(v)) for k, v in tags.items())),
+        duration_s=_number(rec["duration_s"], "duration_s"),
+        cpu_time_s=_number(rec["cpu_time_s"], "cpu_time_s"),
+        energy_j=energy,
+        pue=_number(rec["pue"], "pue"),
+        co2e_g=_number(rec["co2e_g"], "co2e_g"),
+        g_per_kwh=_number(it["g_per_kwh"], "intensity.g_per_kwh"),
+        estimated=isinstance(methods, dict) and methods.get("total") == "estimated",
     )
 
 
-def _unescape(cell: str) -> str:
-    return cell[1:] if cell.startswith(_ESCAPED) else cell
-
-
-def _from_row(row: dict[str, str]) -> Run:
-    if row.get("schema") != SCHEMA:
-        raise ValueError(f"not a {SCHEMA} row")
-    tags: dict[str, str] = {}
-    for pair in filter(None, _unescape(row["tags"]).split(";")):
-        k, _, v = pair.partition("=")
-        tags[k] = v
-    energy = {d: _num(row[f"energy_{d}_j"]) for d in DOMAINS if row.get(f"energy_{d}_j")}
-    return Run(
-        _unescape(row["label"]),
-        _unescape(row["host"]),
-        row["started_at"],
-        tags,
-        _num(row["duration_s"]),
-        _num(row["cpu_time_s"]),
-        energy,
-        _num(row["pue"]),
-        _num(row["co2e_g"]),
-        _num(row["intensity_g_per_kwh"]),
-        "estimated" in (row.get("method_cpu", "") + row.get("method_dram", "") + row.get("method_gpu", "")),
-    )
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with path.open(encoding="utf-8", errors="replace") as f:
-        yield from enumerate(f, 1)
-
-
-def load(paths: list[Path]) -> Loaded:
-    out = Loaded()
-    for path in paths:
-        if path.suffix.lower() == ".csv":
-            with path.open(newline="", encoding="utf-8", errors="replace") as f:
-                for n, row in enumerate(csv.DictReader(f), 2):
-                    try:
-                        out.runs.append(_from_row(row))
-                    except (KeyError, ValueError, TypeError, AttributeError) as e:
-                        out.malformed.append(f"{path}:{n}: {e!r}")
-            continue
-        if path.suffix.lower() == ".json":
-            try:
-                out.runs.append(_from_record(json.loads(path.read_text(encoding="utf-8", errors="replace"))))
-            except (KeyError, ValueError, TypeError, AttributeError) as e:
-                out.malformed.append(f"{path}:1: {e!r}")
-            continue
-        for n, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                out.runs.append(_from_record(json.loads(line)))
-            except (KeyError, ValueError, TypeError, AttributeError) as e:
-                out.malformed.append(f"{path}:{n}: {e!r}")
-    return out
+def valid_grouping(by: str) -> bool:
+    return by in GROUPINGS or (by.startswith("tag:") and len(by) > 4)
 
 
 def group_key(run: Run, by: str) -> str:
-    if by == "label":
-        return run.label
-    if by == "host":
-        return run.host
-    if by == "day":
-        return run.started_at[:10]
+    if by in ("label", "host", "scope"):
+        return str(getattr(run, by))
+    if by in ("day", "month"):
+        return datetime.fromtimestamp(run.started_ts, UTC).strftime("%Y-%m-%d" if by == "day" else "%Y-%m")
+    if by == "region":
+        return run.region or "(none)"
     if by.startswith("tag:"):
-        return run.tags.get(by[4:], "(none)")
-    raise ValueError(f"cannot group by '{by}': use label, host, day or tag:KEY")
+        return dict(run.tags).get(by[4:], "(none)")
+    raise ValueError(f"cannot group by '{by}': use {', '.join(GROUPINGS)} or tag:KEY")
+
+
+def not_nested(runs: list[Run]) -> tuple[list[Run], int]:
+    """The runs without those whose parent run is among them (already counted in the parent's figures)."""
+    ids = {r.id for r in runs if r.id}
+    kept = [r for r in runs if not (r.parent_id and r.parent_id in ids)]
+    return kept, len(runs) - len(kept)
+
+
+def select(runs: Iterable[Run], since: float | None = None, until: float | None = None) -> list[Run]:
+    """Runs started at or after `since` and before `until` (Unix times)."""
+    return [r for r in runs if (since is None or r.started_ts >= since) and (until is None or r.started_ts < until)]
 
 
 COLUMNS = (
@@ -149,68 +142,96 @@ COLUMNS = (
     "energy_total_j",
     "co2e_g",
     "mean_g_per_kwh",
+    "scope",  # tree and machine figures are never added together
 )
 
 
-def totals(runs: list[Run], by: str, since: str | None = None) -> list[dict[str, Any]]:
-    """One row per group, largest CO2e first. Mean intensity is weighted by energy at the meter (x PUE)."""
-    groups: dict[str, dict[str, Any]] = {}
+def _sum(runs: Iterable[Run], keyed: Any) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in runs:
-        if since and r.started_at < since:
-            continue
-        g = groups.setdefault(group_key(r, by), {c: 0.0 for c in COLUMNS[1:]} | {"_kwh": 0.0, "_g": 0.0})
-        for d in DOMAINS:  # a domain no run had (no GPU anywhere) stays None: absent, not a measured 0
-            g.setdefault(f"_{d}", False)
+        key = (keyed(r), r.scope)
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {c: 0.0 for c in COLUMNS[1:-1]} | {"_kwh": 0.0, "_g": 0.0, "_seen": set()}
         g["runs"] += 1
         g["estimated_runs"] += r.estimated
         g["duration_s"] += r.duration_s
         g["cpu_time_s"] += r.cpu_time_s
-        for d, e in r.energy_j.items():
+        total = 0.0
+        for d, e in r.energy_j:
             g[f"energy_{d}_j"] += e
-            g[f"_{d}"] = True
-        total = sum(r.energy_j.values())
+            g["_seen"].add(d)
+            total += e
         g["energy_total_j"] += total
         g["co2e_g"] += r.co2e_g
         g["_kwh"] += total * r.pue / 3.6e6
         g["_g"] += r.g_per_kwh
     rows = []
-    for name, g in groups.items():
-        kwh, plain = g.pop("_kwh"), g.pop("_g")
-        for d in DOMAINS:
-            if not g.pop(f"_{d}"):
+    for (name, scope), g in groups.items():
+        kwh, plain, seen = g.pop("_kwh"), g.pop("_g"), g.pop("_seen")
+        for d in DOMAINS:  # a domain no run had (no GPU anywhere) stays None: absent, not a measured 0
+            if d not in seen:
                 g[f"energy_{d}_j"] = None
         g["mean_g_per_kwh"] = g["co2e_g"] / kwh if kwh > 0 else plain / g["runs"]
         g["runs"] = int(g["runs"])
         g["estimated_runs"] = int(g["estimated_runs"])
-        rows.append({"group": name, **g})
-    rows.sort(key=lambda row: (-row["co2e_g"], row["group"]))
+        rows.append({"group": name, **g, "scope": scope})
     return rows
 
 
-def render(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
-    """The totals as table (for people), markdown, csv or json."""
+def totals(runs: list[Run], by: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per group and scope, largest CO2e first; the grand total, one row per scope).
+    Mean intensity is weighted by energy at the meter (x PUE)."""
+    if by in ("day", "month"):  # one strftime per UTC day, not per run
+        days: dict[int, str] = {}
+
+        def keyed(r: Run) -> str:
+            day = int(r.started_ts // 86400)
+            if day not in days:
+                days[day] = group_key(r, by)
+            return days[day]
+
+        rows = _sum(runs, keyed)
+    else:
+        rows = _sum(runs, lambda r: group_key(r, by))
+    rows.sort(key=lambda row: (-row["co2e_g"], row["group"], row["scope"]))
+    grand = sorted(_sum(runs, lambda r: TOTAL), key=lambda row: row["scope"])
+    return rows, grand
+
+
+def render(rows: list[dict[str, Any]], fmt: str, by: str, grand: list[dict[str, Any]] | None = None) -> str:
+    """The totals as table (for people), markdown, csv or json; the grand total ends each. Times are UTC."""
+    grand = grand or []
     if fmt == "json":
-        return json.dumps({"by": by, "groups": rows}, indent=2) + "\n"
+        from carbonwrap.report.text import sanitise  # finite records can still sum past the largest float
+
+        doc = sanitise({"by": by, "times": "UTC", "groups": rows, "total": grand})
+        return json.dumps(doc, indent=2, allow_nan=False) + "\n"
     if fmt == "csv":
-        import io
+        from carbonwrap.report.record import escape_cell
 
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
-        from carbonwrap.report.sinks import escape_cell
-
-        for row in rows:
+        for row in [*rows, *grand]:
             w.writerow({k: escape_cell(v) for k, v in row.items()})
         return buf.getvalue()
+    return _text_table([*rows, *grand], fmt, by)
+
+
+def _text_table(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
     from carbonwrap.report.summary import format_duration, format_energy, format_mass
+    from carbonwrap.report.text import escape_control
 
     def energy(j: float | None) -> str:
         return "-" if j is None else format_energy(j)
 
-    head = [by, "runs", "estimated", "duration", "CPU time", "cpu", "dram", "gpu", "total", "CO2e", "g/kWh"]
+    head = [f"{by} (UTC)" if by in ("day", "month") else by, "scope", "runs", "estimated", "duration", "CPU time"]
+    head += ["cpu", "dram", "gpu", "total", "CO2e", "g/kWh"]
     body = [
         [
-            row["group"],
+            escape_control(row["group"]),
+            row["scope"],
             str(row["runs"]),
             f"{row['estimated_runs']} of {row['runs']}",
             format_duration(row["duration_s"]),
@@ -229,7 +250,7 @@ def render(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
     return (
         "\n".join(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             for r in [head, *body]
         )
         + "\n"

@@ -22,18 +22,6 @@ from carbonwrap.report.deliver import Outcome, present
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
 
-# Credentials the command must not inherit (SPEC section 2).
-_SECRET_VARIABLES = ("CARBONWRAP_PUSHGATEWAY_AUTH", "ELECTRICITYMAPS_TOKEN")
-
-
-def credential_variables(environ: dict[str, str]) -> list[str]:
-    """The variables removed from the command's environment: tokens, and a gateway URL with a password."""
-    out = [v for v in _SECRET_VARIABLES if v in environ]
-    url = environ.get("CARBONWRAP_PUSHGATEWAY", "")
-    if "@" in url.partition("://")[2].partition("/")[0]:
-        out.append("CARBONWRAP_PUSHGATEWAY")
-    return out
-
 
 def run(options: RunOptions) -> Outcome:
     """Measure the command and deliver the result; returns how carbonwrap should end."""
@@ -47,7 +35,9 @@ def run(options: RunOptions) -> Outcome:
     marks = _isolated_make("phase and progress marks", MarksReader, warnings)
     phases = Phases(options.pue, g_per_kwh=options.intensity.g_per_kwh)
     add = {"CARBONWRAP_PARENT_ID": run_id, **({"CARBONWRAP_MARKS": marks.path} if marks is not None else {})}
-    env = spawn.child_environ(spawn.startup_environ(), add, remove=credential_variables(dict(os.environ)))
+    from carbonwrap.report.push import credential_env_names
+
+    env = spawn.child_environ(spawn.startup_environ(), add, remove=credential_env_names(os.environ))
     panel = None
     late: list[str] = []  # what went wrong after the run, for the record
     writer = series = by_minute = None
@@ -213,7 +203,9 @@ def _panel(options: RunOptions, sensors: list[Any]) -> Any:
         return None
     it = options.intensity
     region = f"{it.region} {it.g_per_kwh:g} g/kWh" if it.how != "default" else f"no region set ({it.g_per_kwh:g} g/kWh)"
-    estimated = {i.domain for s in sensors for i in s.info if i.method == "estimated"}
+    from carbonwrap.report.record import estimated_domains  # i14: the record's one rule
+
+    estimated = estimated_domains([asdict(i) for s in sensors for i in s.info])
     return live.LivePanel(options.label, region, estimated, color=not os.environ.get("NO_COLOR"))
 
 

@@ -165,6 +165,8 @@ class RunReport:
     schedule: dict[str, object] | None = None  # SPEC section 9.1, when the start waited for a cleaner grid
     live: dict[str, object] = field(default_factory=dict)  # SPEC section 8's intensity fields, with --grid live
     idle_w: dict[str, dict[str, object]] = field(default_factory=dict)  # {domain: {w, source}} (SPEC.md §3)
+    parent_id: str | None = None  # the enclosing carbonwrap run's id (CARBONWRAP_PARENT_ID), if any
+    host_info: dict[str, object] = field(default_factory=dict)  # hostinfo.collect()
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from carbonwrap import attribution
+from carbonwrap import attribution, hostinfo
 from carbonwrap.budget import Budget
 from carbonwrap.marks import Mark, MarksReader
 from carbonwrap.meter import Meter
@@ -304,4 +304,6 @@ def _report(
         tags=dict(options.tags),
         baseline_w=dict(idle_w or {}),
         idle_w=meter.idle_record() if options.scope == "tree" else {},
+        parent_id=os.environ.get("CARBONWRAP_PARENT_ID") or None,  # i14: set by the enclosing run
+        host_info=hostinfo.collect(),  # i14
     )

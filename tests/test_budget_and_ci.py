@@ -182,7 +182,15 @@ def _records(tmp_path: Path, n_hosts: int = 3) -> list[Path]:
         with f.open("w") as out:
             for day, r in enumerate(recs):
                 out.write(
-                    json.dumps({**r, "host": f"host{h}", "started_at": f"2026-11-{10 + day:02d}T08:00:00.000Z"}) + "\n"
+                    json.dumps(
+                        {
+                            **r,
+                            "id": f"{r['id']}-{h}",  # another host's run, not a copy of the same run
+                            "host": f"host{h}",
+                            "started_at": f"2026-11-{10 + day:02d}T08:00:00.000Z",
+                        }
+                    )
+                    + "\n"
                 )
         files.append(f)
     return files
@@ -198,13 +206,13 @@ def test_report_groups_and_totals(cw, tmp_path: Path) -> None:
     assert groups["train"]["mean_g_per_kwh"] == pytest.approx(44.18)
     assert groups["train"]["energy_gpu_j"] is None
     assert groups["train"]["estimated_runs"] == 6  # this machine has no RAPL: every run is an estimate
-    assert b"skipped 2 malformed line(s)" in r.stderr
+    assert b"skipped 2 malformed line(s)" in r.stderr and b"Traceback" not in r.stderr
     r = cw("report", *map(str, files), "--by", "tag:team", "--format", "csv")
     rows = r.stdout.decode().splitlines()
-    assert rows[0].startswith("group,runs,") and len(rows) == 3
+    assert rows[0].startswith("group,runs,") and len(rows) == 3 + 1  # two teams, then the grand total
     r = cw("report", *map(str, files), "--by", "day", "--since", "2026-11-11", "--format", "markdown")
     lines = r.stdout.decode().splitlines()
-    assert lines[0].startswith("| day | runs |") and len(lines) == 2 + 2  # days 11 and 12
+    assert lines[0].startswith("| day (UTC) | scope | runs |") and len(lines) == 2 + 2 + 1  # days 11, 12, total
     r = cw("report", *map(str, files), "--by", "host")
     assert r.returncode == 0 and all(f"host{h}" in r.stdout.decode() for h in range(3))
 
@@ -223,6 +231,6 @@ def test_report_bad_input(cw, tmp_path: Path) -> None:
     f = tmp_path / "x.jsonl"
     f.write_text("")
     r = cw("report", str(f), "--by", "colour")
-    assert r.returncode == 2 and b"label, host, day or tag:KEY" in r.stderr
+    assert r.returncode == 2 and b"label, host, day, month, region, scope or tag:KEY" in r.stderr
     r = cw("report", str(f), "--since", "yesterday")
     assert r.returncode == 2 and b"not a date" in r.stderr

@@ -13,6 +13,7 @@ import pytest
 from carbonwrap.report.record import CSV_COLUMNS
 from carbonwrap.report.sinks import escape_cell, prometheus_text
 from tests.conftest import CW, clean_env
+from tests.record_schema import strict_loads, validate
 
 SPEC_FIELDS = {
     "schema",
@@ -44,7 +45,7 @@ def _record(cw, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "r.json"
     r = cw("-q", "-o", str(out), *args)
     assert r.returncode == 0, r.stderr
-    return json.loads(out.read_text())
+    return validate(strict_loads(out.read_text()))
 
 
 def test_json_record_has_every_spec_field(cw, tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_csv_has_one_header_and_escapes_formulas(cw, tmp_path: Path) -> None:
     assert len(rows) == 4
     labels = [r[CSV_COLUMNS.index("label")] for r in rows[1:]]
     assert labels == ['\'=HYPERLINK("http://x")', "'+1", "plain"]
-    assert rows[1][CSV_COLUMNS.index("tags")] == "who=@evil"  # starts with 'w': nothing to escape
+    assert json.loads(rows[1][CSV_COLUMNS.index("tags")]) == {"who": "@evil"}  # a JSON object: '{' is no formula
     assert escape_cell("-2+3") == "'-2+3" and escape_cell("@SUM(A1)") == "'@SUM(A1)" and escape_cell(5) == 5
 
 
@@ -120,7 +121,7 @@ def test_twenty_concurrent_writers_leave_twenty_intact_records(tmp_path: Path) -
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    recs = [json.loads(line) for line in jl.read_text().splitlines()]
+    recs = [validate(strict_loads(line)) for line in jl.read_text().splitlines()]
     assert sorted(int(r["tags"]["n"]) for r in recs) == list(range(20))
     rows = list(csv.reader(c.open()))
     assert rows[0] == list(CSV_COLUMNS) and len(rows) == 21

@@ -193,11 +193,13 @@ def test_record_write_failure_keeps_the_commands_own_failure_status(cw, tmp_path
 
 def test_a_full_disk_is_a_write_failure_that_loses_nothing(cw, tmp_path: Path) -> None:
     full = tmp_path / "runs.jsonl"
-    full.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk, even for root
+    # A link to /dev/full (ENOSPC on every write) is refused before any write: outputs never follow a link
+    # or write to a device (SPEC.md section 5.2). A write that fails part way is test_outputs' RLIMIT_FSIZE case.
+    full.symlink_to("/dev/full")
     r = cw("-q", "-o", str(full), "-o", str(tmp_path / "ok.json"), "--", "true")
     assert r.returncode == 1
     err = r.stderr.decode().splitlines()
-    assert "No space left on device" in err[0]
+    assert "is a symbolic link" in err[0]
     assert json.loads(err[-1]) == json.loads((tmp_path / "ok.json").read_text())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -29,19 +30,28 @@ KNOWN_VARIABLES = frozenset(
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _finite(value: float | None) -> None:
+    """NaN, infinity and overflow (1e999 parses as infinity) are usage errors (SPEC.md section 1)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+
+
 def valid_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    _finite(value)
     if not 0.05 <= value <= 3600:
         raise click.BadParameter(f"must be between 0.05 and 3600 seconds, got {value:g}; e.g. --interval 1")
     return value
 
 
 def valid_pue(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    _finite(value)
     if value < 1.0:
         raise click.BadParameter(f"must be 1.0 or more (a data centre uses at least the IT power), got {value:g}")
     return value
 
 
 def valid_non_negative(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    _finite(value)
     if value is not None and value < 0:
         raise click.BadParameter(f"must not be negative, got {value:g}")
     return value
@@ -87,18 +97,22 @@ def valid_amount(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def valid_gateway(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A Pushgateway URL; the message never shows the value (it may hold a password)."""
     if not value:
         return None
-    from carbonwrap.report.push import check_url
+    from carbonwrap.report.push import AUTH_VAR, check_auth, check_url
 
     try:
         check_url(value)
+        if os.environ.get(AUTH_VAR) is not None:
+            check_auth(os.environ[AUTH_VAR])
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    return value or None
+    return value
 
 
 def valid_positive(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    _finite(value)
     if value <= 0:
         raise click.BadParameter(f"must be more than 0 seconds, got {value:g}")
     return value
@@ -112,7 +126,7 @@ def valid_cpu_watts(ctx: click.Context, param: click.Parameter, value: str | Non
         pair = (float(idle), float(peak))
     except ValueError:
         pair = (-1.0, -1.0)
-    if not sep or pair[0] < 0 or pair[1] < pair[0]:
+    if not sep or not all(map(math.isfinite, pair)) or pair[0] < 0 or pair[1] < pair[0]:
         raise click.BadParameter(
             f"needs IDLE:MAX watts per hardware thread with 0 <= IDLE <= MAX, got '{value}'; e.g. --cpu-watts 0.5:2.5"
         )

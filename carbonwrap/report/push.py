@@ -1,51 +1,124 @@
 """Pushing metrics to a Prometheus Pushgateway: at the end of the run, and periodically during it.
 
 A gateway that is down, slow or failing costs one warning and nothing else: the exit status and the local
-records never depend on it. Credentials in the URL become an Authorization header and are never printed.
+records never depend on it. Credentials in the URL or in CARBONWRAP_PUSHGATEWAY_AUTH become an Authorization
+header and are never printed, nor is a URL that fails its check.
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+from carbonwrap.report.text import clean_text
 
 TIMEOUT_S = 5.0  # SPEC section 2: the overall deadline of one push
 MAX_RESPONSE = 1 << 20  # a gateway's answer is read up to this much, never more
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+AUTH_VAR = "CARBONWRAP_PUSHGATEWAY_AUTH"
+URL_VAR = "CARBONWRAP_PUSHGATEWAY"
+TOKEN_VARS = ("ELECTRICITYMAPS_TOKEN",)  # SPEC.md section 8
+_EXAMPLE = "such as http://localhost:9091 (credentials: CARBONWRAP_PUSHGATEWAY_AUTH=user:password)"
 
 
 def redact(url: str) -> str:
-    """The URL without its user name and password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
+    """The URL without its user name and password; for a URL that does not parse cleanly, only its host."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(the Pushgateway URL)"
     host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    if port:
+        host += f":{port}"
+    if "@" in url and "@" not in parts.netloc:  # credentials with a reserved character: show nothing of them
+        return f"{parts.scheme}://***@(host)"
+    if parts.username is None and parts.password is None:
+        return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, "", ""))
 
 
 def _segment(name: str, value: str) -> str:
-    # The Pushgateway takes '/'-free values as path segments, and any value base64url-encoded after '@base64'.
-    if value and "/" not in value:
+    # The Pushgateway takes plain values as path segments, and any value base64url-encoded after '@base64'
+    # ('.' and '..' would be resolved as path steps, '/' would split the segment, '' cannot be a segment).
+    value = clean_text(value)
+    if value and "/" not in value and value not in (".", ".."):
         return f"{name}/{urllib.parse.quote(value, safe='')}"
     return f"{name}@base64/{base64.urlsafe_b64encode(value.encode()).decode() or '='}"
 
 
 def check_url(url: str) -> None:
-    """Raise ValueError for a URL that cannot be a Pushgateway address."""
+    """Raise ValueError for a URL that cannot be a Pushgateway address. The message never shows the URL: it
+    may hold a password."""
+    if "://" not in url:
+        raise ValueError(f"needs an http(s) URL with '://', {_EXAMPLE}; the value is not shown")
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        raise ValueError(f"is not a URL, {_EXAMPLE}; the value is not shown") from None
+    if "@" in url.split("://", 1)[1] and "@" not in parts.netloc:
+        raise ValueError(
+            "has credentials with a '/', '?' or '#' in them: percent-encode them, "
+            f"or pass them in {AUTH_VAR}=user:password; the value is not shown"
+        )
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"needs an http(s) URL, {_EXAMPLE}; the value is not shown")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"needs a port from 1 to 65535, or none, {_EXAMPLE}; the value is not shown")
+    if not parts.hostname:
+        raise ValueError(f"needs a host name, {_EXAMPLE}; the value is not shown")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a '?query' or '#fragment'; the value is not shown")
+
+
+def check_auth(value: str) -> None:
+    """CARBONWRAP_PUSHGATEWAY_AUTH is user:password; the message never shows it."""
+    if ":" not in value:
+        raise ValueError(f"{AUTH_VAR} needs user:password (the value is not shown)")
+
+
+def has_credentials(url: str) -> bool:
+    try:
+        return "@" in urllib.parse.urlsplit(url).netloc or "@" in url.split("://", 1)[-1]
+    except ValueError:
+        return "@" in url
+
+
+def credential_env_names(environ: Mapping[str, str]) -> set[str]:
+    """The variables the command must not inherit (SPEC.md section 2): the Pushgateway's credentials, its URL
+    when that carries them, and the tokens of section 8."""
+    names = {name for name in (AUTH_VAR, *TOKEN_VARS) if name in environ}
+    if URL_VAR in environ and has_credentials(environ[URL_VAR]):
+        names.add(URL_VAR)
+    return names
+
+
+def basic_auth(url: str, auth: str | None) -> str | None:
+    """The Authorization header: from the URL's user:password when it has them, else from `auth`."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"--pushgateway needs an http(s) URL such as http://localhost:9091, got '{redact(url)}'")
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+    elif auth:
+        user, _, password = auth.partition(":")
+    else:
+        return None
+    token = base64.b64encode(f"{user}:{password}".encode("utf-8", "surrogateescape")).decode()
+    return f"Basic {token}"
 
 
 class Pushgateway:
     """PUTs text exposition to /metrics/job/carbonwrap/instance/HOST/label/LABEL."""
 
-    def __init__(self, url: str, host: str, label: str, timeout_s: float = TIMEOUT_S) -> None:
+    def __init__(self, url: str, host: str, label: str, timeout_s: float = TIMEOUT_S, auth: str | None = None) -> None:
         parts = urllib.parse.urlsplit(url)
         netloc = parts.hostname or ""
         if parts.port:
@@ -55,11 +128,9 @@ class Pushgateway:
         self.shown = redact(url)
         self.timeout_s = timeout_s
         self.headers = {"Content-Type": CONTENT_TYPE}
-        if parts.username is not None:
-            user = urllib.parse.unquote(parts.username)
-            password = urllib.parse.unquote(parts.password or "")
-            token = base64.b64encode(f"{user}:{password}".encode()).decode()
-            self.headers["Authorization"] = f"Basic {token}"
+        header = basic_auth(url, os.environ.get(AUTH_VAR) if auth is None else auth)
+        if header is not None:
+            self.headers["Authorization"] = header
         self.warning: str | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None

@@ -1,22 +1,81 @@
-"""The run record of SPEC.md section 5, as a dict and as a flat CSV row. No third-party imports."""
+"""The run record of SPEC.md section 5, as a dict and as a flat CSV row, and back. No third-party imports."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import shlex
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
 from carbonwrap.model import RunReport
+from carbonwrap.report.text import clean_text, escape_control, sanitise
+
+__all__ = ["CSV_COLUMNS", "SCHEMA", "escape_control", "from_row", "record_methods", "to_record", "to_row"]
 
 SCHEMA = "carbonwrap.run/1"
-_ENERGY_KEYS = ("cpu", "dram", "gpu", "total")
+DOMAINS = ("cpu", "dram", "gpu")
+_ENERGY_KEYS = (*DOMAINS, "total")
+
+
+def decide_methods(
+    domain_methods: Mapping[str, Iterable[str]], energy_j: Mapping[str, float | None]
+) -> dict[str, str | None]:
+    """The one rule for 'measured' / 'estimated' (SPEC.md section 3), which every renderer reads.
+
+    A domain that is absent (energy None) is None; a present domain is measured only when every part of it
+    was measured. The total is estimated when a present domain that was charged anything is estimated (when
+    nothing was charged, when any present domain is); None when no domain is present.
+    """
+    out: dict[str, str | None] = {}
+    for d in DOMAINS:
+        if energy_j.get(d) is None:
+            out[d] = None
+            continue
+        seen = set(domain_methods.get(d, ()))
+        out[d] = "measured" if seen == {"measured"} else "estimated"
+    present = [d for d in DOMAINS if out[d] is not None]
+    charged = [d for d in present if energy_j.get(d)] or present
+    if not present:
+        out["total"] = None
+    else:
+        out["total"] = "estimated" if any(out[d] == "estimated" for d in charged) else "measured"
+    return out
+
+
+def methods_from_sensors(sensors: Iterable[Mapping[str, Any]], energy_j: Mapping[str, float | None]) -> dict[str, Any]:
+    per_domain: dict[str, set[str]] = {}
+    for s in sensors:
+        per_domain.setdefault(str(s["domain"]), set()).add(str(s["method"]))
+    return decide_methods(per_domain, energy_j)
+
+
+def record_methods(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The record's `methods`; for a record without them (older, or a run still going), by the same rule."""
+    m = rec.get("methods")
+    if isinstance(m, dict) and set(m) >= set(_ENERGY_KEYS):
+        return m
+    return methods_from_sensors(rec.get("sensors", ()), rec["energy_j"])
+
+
+def estimated_domains(sensors: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Before any energy is known (the live panel): the domains the rule will call estimated."""
+    ms = methods_from_sensors(sensors, {d: 1.0 for d in DOMAINS})
+    names = {str(s["domain"]) for s in sensors}
+    return {d for d in DOMAINS if d in names and ms[d] == "estimated"}
 
 
 def to_record(r: RunReport) -> dict[str, Any]:
+    """The record as strict JSON can hold it: finite numbers, valid UTF-8 (SPEC.md section 5.1)."""
     it = r.intensity
-    return {
+    energy = {k: r.energy_j.get(k) for k in _ENERGY_KEYS}
+    sensors = [asdict(s) for s in r.sensors]
+    rec = {
         "schema": SCHEMA,
         "id": r.id,
+        "parent_id": r.parent_id,
         "label": r.label,
         "command": list(r.command),
         "cwd": r.cwd,
@@ -29,8 +88,9 @@ def to_record(r: RunReport) -> dict[str, Any]:
         "cpu_time_s": r.cpu_time_s,
         "scope": r.scope,
         "pue": r.pue,
-        "energy_j": {k: r.energy_j.get(k) for k in _ENERGY_KEYS},
+        "energy_j": energy,
         "machine_energy_j": {k: r.machine_energy_j.get(k) for k in _ENERGY_KEYS},
+        "methods": methods_from_sensors(sensors, energy),
         "co2e_g": r.co2e_g,
         "intensity": {
             "region": it.region,
@@ -43,8 +103,9 @@ def to_record(r: RunReport) -> dict[str, Any]:
             "grid": "table",
             **r.live,
         },
-        "sensors": [asdict(s) for s in r.sensors],
+        "sensors": sensors,
         "gpus": [dict(g) for g in r.gpus],
+        "host_info": dict(r.host_info),
         "warnings": list(r.warnings),
         "tags": dict(r.tags),
         "baseline_w": dict(r.baseline_w),
@@ -54,8 +115,11 @@ def to_record(r: RunReport) -> dict[str, Any]:
         "phases": [dict(p) for p in r.phases],
         "prediction": dict(r.prediction) if r.prediction is not None else None,
     }
+    out: dict[str, Any] = sanitise(rec)
+    return out
 
 
+# The CSV row: the same data flattened, in a fixed order. New columns go at the end (older files keep theirs).
 CSV_COLUMNS = (
     "schema",
     "id",
@@ -89,18 +153,41 @@ CSV_COLUMNS = (
     "method_cpu",
     "method_dram",
     "method_gpu",
-    "warnings",
-    "tags",
+    "warnings",  # a JSON array
+    "tags",  # a JSON object
+    "parent_id",
+    "method_total",
 )
+_FLOATS = frozenset(
+    ["duration_s", "cpu_time_s", "pue", "co2e_g", "intensity_g_per_kwh"]
+    + [f"{p}energy_{k}_j" for p in ("", "machine_") for k in _ENERGY_KEYS]
+)
+_INTS = frozenset(["exit_code", "signal", "intensity_year"])
+_NULLABLE = frozenset(["parent_id", "intensity_region", "method_cpu", "method_dram", "method_gpu", "method_total"])
+# How from_row reads each column: float, int, nullable text, text.
+_KIND = tuple((c, "f" if c in _FLOATS else "i" if c in _INTS else "n" if c in _NULLABLE else "t") for c in CSV_COLUMNS)
+
+# A text cell that a spreadsheet would run as a formula gets one leading apostrophe (OWASP CSV injection).
+# Apostrophes already in front of such a start are counted in, so that reading strips exactly what was added.
+_NEEDS_ESCAPE = re.compile("'*[=+\\-@\t\r]")
+_ESCAPED = re.compile("'+[=+\\-@\t\r]")
 
 
-def _methods(rec: dict[str, Any], domain: str) -> str:
-    methods = sorted({s["method"] for s in rec["sensors"] if s["domain"] == domain})
-    return "+".join(methods)
+_STARTS = frozenset("'=+-@\t\r")
 
 
-def to_row(rec: dict[str, Any]) -> list[object]:
-    """The record flattened in CSV_COLUMNS order; None becomes an empty cell."""
+def escape_cell(value: object) -> object:
+    if isinstance(value, str) and value[:1] in _STARTS and _NEEDS_ESCAPE.match(value):
+        return "'" + value
+    return value
+
+
+def unescape_cell(cell: str) -> str:
+    return cell[1:] if cell[:1] == "'" and _ESCAPED.match(cell) else cell
+
+
+def to_row(rec: Mapping[str, Any]) -> dict[str, object]:
+    """The record flattened by CSV column; None becomes an empty cell, text is formula-escaped."""
     flat: dict[str, object] = {k: rec[k] for k in CSV_COLUMNS if k in rec}
     flat["command"] = shlex.join(rec["command"])  # unambiguous, and pastes back into a shell
     for k in _ENERGY_KEYS:
@@ -108,8 +195,111 @@ def to_row(rec: dict[str, Any]) -> list[object]:
         flat[f"machine_energy_{k}_j"] = rec["machine_energy_j"][k]
     for k, v in rec["intensity"].items():
         flat[f"intensity_{k}"] = v
-    for d in ("cpu", "dram", "gpu"):
-        flat[f"method_{d}"] = _methods(rec, d)
-    flat["warnings"] = " | ".join(rec["warnings"])
-    flat["tags"] = ";".join(f"{k}={v}" for k, v in rec["tags"].items())
-    return ["" if flat.get(c) is None else flat[c] for c in CSV_COLUMNS]
+    for k, v in record_methods(rec).items():
+        flat[f"method_{k}"] = v
+    flat["warnings"] = json.dumps(list(rec["warnings"]), ensure_ascii=False)
+    flat["tags"] = json.dumps(dict(rec["tags"]), ensure_ascii=False)
+    return {c: "" if flat.get(c) is None else escape_cell(_cell(flat[c])) for c in CSV_COLUMNS}
+
+
+def _cell(v: object) -> object:
+    return clean_text(v) if isinstance(v, str) else v
+
+
+def _float(cell: str) -> float | None:
+    if cell == "":
+        return None
+    v = float(cell)
+    if not math.isfinite(v):
+        raise ValueError(f"non-finite number {cell[:20]!r}")
+    return v
+
+
+def _tags(cell: str) -> dict[str, str]:
+    if cell.startswith("{"):
+        tags = json.loads(cell)
+        if not isinstance(tags, dict):
+            raise ValueError("tags is not a JSON object")
+        return {str(k): str(v) for k, v in tags.items()}
+    out: dict[str, str] = {}  # before JSON cells: key=value;key=value
+    for pair in filter(None, cell.split(";")):
+        k, _, v = pair.partition("=")
+        out[k] = v
+    return out
+
+
+def _warnings(cell: str) -> list[str]:
+    if cell.startswith("["):
+        with_json = json.loads(cell)
+        if isinstance(with_json, list):
+            return [str(w) for w in with_json]
+    return cell.split(" | ") if cell else []  # before JSON cells
+
+
+# The words of a POSIX shell line as shlex.join writes them, in linear time (shlex.split is quadratic in the
+# length of a word, minutes for a command line of a few MB).
+_WORD_PIECE = re.compile(r"""'([^']*)'|"((?:[^"\\]|\\.)*)"|\\(.)|([^ \t\r\n'"\\]+)|([ \t\r\n]+)""", re.S)
+_DQ_ESCAPE = re.compile(r'\\([\\"])')
+
+
+def split_command(line: str) -> list[str]:
+    """shlex.split(line) for what shlex.join writes (and ordinary quoting); ValueError for an open quote."""
+    words: list[str] = []
+    word: list[str] | None = None
+    pos = 0
+    while pos < len(line):
+        m = _WORD_PIECE.match(line, pos)
+        if m is None:
+            raise ValueError("no closing quotation in the command")
+        pos = m.end()
+        single, double, escaped, plain, space = m.groups()
+        if space is not None:
+            if word is not None:
+                words.append("".join(word))
+            word = None
+            continue
+        word = [] if word is None else word
+        if single is not None:
+            word.append(single)
+        elif double is not None:
+            word.append(_DQ_ESCAPE.sub(r"\1", double))
+        else:
+            word.append(escaped if escaped is not None else plain)
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
+def from_row(row: Mapping[str, str | None]) -> dict[str, Any]:
+    """A record from a CSV row written by to_row (or by an older carbonwrap): exactly what the row holds."""
+    cells: dict[str, Any] = {}
+    get = row.get
+    for c, kind in _KIND:
+        raw = get(c)
+        if raw is None:  # a column an older file does not have
+            cells[c] = None
+        elif kind == "f":
+            cells[c] = _float(raw)
+        elif kind == "i":
+            cells[c] = int(raw) if raw != "" else None
+        elif raw == "":
+            cells[c] = None if kind == "n" else ""
+        else:
+            cells[c] = unescape_cell(raw) if raw[0] == "'" else raw
+    energy = {k: cells[f"energy_{k}_j"] for k in _ENERGY_KEYS}
+    methods = {d: cells[f"method_{d}"] for d in DOMAINS}
+    parts = {d: set(str(m).split("+")) for d, m in methods.items() if m}
+    decided = decide_methods(parts, energy)
+    if cells["method_total"] in ("measured", "estimated"):
+        decided["total"] = cells["method_total"]
+    return {
+        **{k: cells[k] for k in ("schema", "id", "parent_id", "label", "cwd", "host", "started_at", "ended_at")},
+        "command": split_command(cells["command"] or ""),
+        **{k: cells[k] for k in ("duration_s", "exit_code", "signal", "cpu_time_s", "scope", "pue", "co2e_g")},
+        "energy_j": energy,
+        "machine_energy_j": {k: cells[f"machine_energy_{k}_j"] for k in _ENERGY_KEYS},
+        "methods": decided,
+        "intensity": {k: cells[f"intensity_{k}"] for k in ("region", "g_per_kwh", "year", "source", "how", "note")},
+        "warnings": _warnings(cells["warnings"] or ""),
+        "tags": _tags(cells["tags"] or ""),
+    }

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from typing import IO, Any
 
+from carbonwrap.report.text import escape_control
+
 # US EPA, "Greenhouse Gas Emissions from a Typical Passenger Vehicle": about 400 g CO2 per mile.
 CAR_G_PER_KM = 400 / 1.609344
 # Below this much CO2e (100 m of driving) a car comparison stops reading sensibly; energy is compared with
@@ -110,7 +112,9 @@ def short_line(rec: dict[str, Any]) -> str:
     it = rec["intensity"]
     g = it["g_per_kwh"]
     where = it["region"] or "fixed"
-    tag = " (estimated)" if _estimated_total(rec) else ""
+    from carbonwrap.report.record import record_methods
+
+    tag = " (estimated)" if record_methods(rec)["total"] == "estimated" else ""
     status = f"exit {rec['exit_code']}"
     if rec["signal"] is not None:
         status = f"killed by signal {rec['signal']} (exit {rec['exit_code']})"
@@ -118,15 +122,10 @@ def short_line(rec: dict[str, Any]) -> str:
     if b.get("exceeded"):
         status += f", budget passed (exit status {b.get('exit_status')})"
     shown = f"{g:.0f}" if g >= 10 else f"{g:.2g}"
-    return (
+    return escape_control(
         f"carbonwrap: {format_duration(rec['duration_s'])}, {format_energy(rec['energy_j']['total'])}{tag}, "
         f"{format_mass(rec['co2e_g'])} CO2e @ {where} {shown} g/kWh, {status}"
     )
-
-
-def _estimated_total(rec: dict[str, Any]) -> bool:
-    """A total that contains a modelled domain is itself an estimate, and says so."""
-    return any(s["method"] == "estimated" for s in rec["sensors"] if rec["energy_j"].get(s["domain"]) is not None)
 
 
 def _gpu_line(g: dict[str, Any], scope: str) -> str:
@@ -147,15 +146,15 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         ("status", status),
         ("duration", f"{format_duration(rec['duration_s'])}, tree CPU time {rec['cpu_time_s']:.2f} s"),
     ]
-    methods: dict[str, set[str]] = {}
-    for s in rec["sensors"]:
-        methods.setdefault(s["domain"], set()).add(s["method"])
+    from carbonwrap.report.record import record_methods  # i14: one rule for measured/estimated
+
+    methods = record_methods(rec)
     scope = rec["scope"]
     for d in ("cpu", "dram", "gpu"):
         charged, machine = rec["energy_j"][d], rec["machine_energy_j"][d]
         if charged is None:
             continue
-        how = "+".join(sorted(methods.get(d, {"unknown"})))
+        how = methods[d]
         text = f"{format_energy(charged)}  {how}"
         if scope != "machine":
             text += f"  (whole machine {format_energy(machine)})"
@@ -165,7 +164,9 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     total, mtotal = rec["energy_j"]["total"], rec["machine_energy_j"]["total"]
     share = f"{total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else "machine 0 J"
     charged_to = "the command's process tree" if scope == "tree" else "the whole machine"
-    tag = " (estimated)" if _estimated_total(rec) else ""
+    # A total that contains a modelled domain is itself an estimate, and says so.
+    estimated_total = methods["total"] == "estimated"
+    tag = " (estimated)" if estimated_total else ""
     line = f"{format_energy(total)}{tag} charged to {charged_to}"
     if scope != "machine":
         line += f", {share}"
@@ -211,7 +212,8 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("estimated", "run 'carbonwrap doctor' to see why and what would measure it instead"))
     for w in rec["warnings"]:
         out.append(("warning", w))
-    return out
+    # Arguments, labels and a descendant's comm may hold control characters: shown escaped, never sent raw.
+    return [(head, escape_control(text)) for head, text in out]
 
 
 def render(rec: dict[str, Any], stream: IO[str], *, short: bool = False, rich: bool = False) -> None:
