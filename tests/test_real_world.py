@@ -398,7 +398,8 @@ def test_the_command_sees_what_carbonwrap_was_started_with(tmp_path: Path) -> No
 
     bare_env = set(_launch_as_cron_does(environ, tmp_path, "c").split(b"\0"))
     wrapped_env = set(_launch_as_cron_does([PY, "-m", "carbonwrap", "--", *environ], tmp_path, "d").split(b"\0"))
-    added = {e for e in wrapped_env - bare_env if not e.startswith(b"CARBONWRAP_PARENT_ID=")}
+    documented = (b"CARBONWRAP_PARENT_ID=", b"CARBONWRAP_MARKS=")
+    added = {e for e in wrapped_env - bare_env if not e.startswith(documented)}
     removed = bare_env - wrapped_env
     assert added == set(), added  # no LC_CTYPE=C.UTF-8 from Python's locale coercion
     assert removed == {b"CARBONWRAP_PUSHGATEWAY_AUTH=user:secret"}  # the one documented removal
