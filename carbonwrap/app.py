@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from carbonwrap import gridsteps, session, spawn
+from carbonwrap import session, spawn
 from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError, LaunchError
 from carbonwrap.model import RunOptions
@@ -26,7 +26,11 @@ from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
 def run(options: RunOptions) -> Outcome:
     """Measure the command and deliver the result; returns how carbonwrap should end."""
     region = options.grid_region or options.intensity.region
-    start = gridsteps.wait_for_start(options, region)  # before anything else: nothing runs while it waits
+    start = None
+    if options.start_within_s is not None or options.finish_by_s is not None:
+        from carbonwrap import gridsteps
+
+        start = gridsteps.wait_for_start(options, region)  # before anything else: nothing runs while it waits
     sensors, warnings = open_sensors(Path(options.sysfs), options.cpu_watts)
     run_id = uuid.uuid4().hex
     from carbonwrap.marks import MarksReader
@@ -86,6 +90,8 @@ def run(options: RunOptions) -> Outcome:
             watch.append(observers.html_series(series, g_table))
         launched = [0.0]
         if options.grid == "live":
+            from carbonwrap import gridsteps
+
             by_minute = gridsteps.EnergyByMinute(lambda: launched[0])
             watch.append(by_minute)
         if panel is not None:
@@ -135,9 +141,13 @@ def run(options: RunOptions) -> Outcome:
     report = replace(report, warnings=(*report.warnings, *extra_notes))
     stopped = False
     if by_minute is not None:
+        from carbonwrap import gridsteps
+
         report, stopped = gridsteps.price_live(options, report, region, by_minute.intervals())
         report = replace(report, phases=tuple(phases.phases(co2e_g=report.co2e_g)))
     if start is not None:
+        from carbonwrap import gridsteps
+
         g = report.live.get("g_per_kwh")
         realised = float(g) if isinstance(g, int | float) and report.live.get("coverage") else None
         report = replace(report, schedule=gridsteps.schedule_record(start, launched[0], realised))

@@ -135,6 +135,20 @@ def cli_mark(words: list[str]) -> int:
 # -- the reader ----------------------------------------------------------------------------------------
 
 
+def _private_dir() -> str:
+    """A new directory only we can enter (0700), as tempfile.mkdtemp makes, without importing tempfile (and
+    with it shutil, random and three compressors) before the launch."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    for _ in range(100):
+        path = os.path.join(base, f"carbonwrap-marks-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a private directory under {base}")
+
+
 class MarksReader:
     """A FIFO in a private directory for the command's marks. `path` goes into CARBONWRAP_MARKS.
 
@@ -143,9 +157,7 @@ class MarksReader:
     """
 
     def __init__(self, read_budget: int = READ_BUDGET, max_marks: int = MAX_MARKS) -> None:
-        import tempfile
-
-        self.dir = tempfile.mkdtemp(prefix="carbonwrap-marks-")  # mode 0700
+        self.dir = _private_dir()
         self.path = os.path.join(self.dir, "marks")
         self.read_budget = read_budget
         self.max_marks = max_marks

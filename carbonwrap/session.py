@@ -247,6 +247,11 @@ def gpu_entries(devices: Sequence[Device], meter: Meter) -> list[dict[str, objec
     return out
 
 
+def _host_info() -> dict[str, object]:
+
+    return hostinfo.collect()
+
+
 def _report(
     options: RunOptions,
     sensors: Sequence[Sensor],
@@ -305,5 +310,5 @@ def _report(
         baseline_w=dict(idle_w or {}),
         idle_w=meter.idle_record() if options.scope == "tree" else {},
         parent_id=os.environ.get("CARBONWRAP_PARENT_ID") or None,  # i14: set by the enclosing run
-        host_info=hostinfo.collect(),  # i14
+        host_info=_host_info(),
     )
