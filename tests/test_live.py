@@ -232,3 +232,46 @@ def test_the_command_still_sees_a_terminal(tmux: Tmux) -> None:
     probe = f"{PY} -c \"import sys; print('isatty', sys.stdin.isatty(), sys.stdout.isatty(), sys.stderr.isatty())\""
     assert tmux.run(f"carbonwrap -- {probe}") == "0"
     assert "isatty True True True" in tmux.history()
+
+
+def test_the_clock_ticks_before_the_first_sample(tmux: Tmux) -> None:
+    # With -i 60 no sample comes in the 4 s the command runs; the panel's clock must move on its own.
+    marker = tmux.start_command(f'carbonwrap -i 60 -- {PY} -c "import time; time.sleep(4)"')
+    _wait_for(tmux, r"carbonwrap: python.*0:00:0[2-9]")
+    assert tmux.wait_marker(marker) == "0"
+
+
+def test_the_panel_labels_the_commands_power_and_the_machines(tmux: Tmux) -> None:
+    marker = tmux.start_command(f"carbonwrap -i 0.2 -- {PRINT_500}")
+    screen = _wait_for(tmux, r"power  command cpu")
+    assert any(re.search(r"command cpu \d+\.\d W estimated .*\(machine \d+\.\d W\)", line) for line in screen), screen
+    assert tmux.wait_marker(marker) == "0"
+
+
+@pytest.mark.parametrize("how", ["TERM=dumb carbonwrap", "carbonwrap"])
+def test_no_panel_for_a_dumb_terminal_or_a_background_job(tmux: Tmux, how: str) -> None:
+    background = how == "carbonwrap"
+    line = f"{how} --live -i 0.2 -- sleep 2" + (" & wait" if background else "")
+    marker = tmux.start_command(line)
+    end = time.monotonic() + 2.5
+    while time.monotonic() < end:  # while it runs, no panel is ever drawn
+        assert not any("── carbonwrap" in row or "waiting for the first sample" in row for row in tmux.screen())
+        time.sleep(0.05)
+    assert tmux.wait_marker(marker) == "0"
+
+
+def test_a_zero_sized_terminal_gets_no_panel() -> None:
+    import fcntl
+    import pty
+    import termios
+
+    from carbonwrap.report.live import usable_terminal
+
+    master, slave = pty.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x00" * 8)  # 0 x 0, as some CI runners' ptys are
+        assert not usable_terminal(slave, {"TERM": "xterm"})
+        assert not usable_terminal(slave, {"TERM": "dumb"})
+    finally:
+        os.close(master)
+        os.close(slave)
