@@ -14,7 +14,7 @@ from typing import Any
 from carbonwrap.errors import LaunchError
 from carbonwrap.model import RunOptions, RunReport, Sample
 from carbonwrap.report import say
-from carbonwrap.signals import SignalWaiter
+from carbonwrap.signals import SignalWaiter, start_quietly
 
 STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BUCKET_S = 60.0  # live pricing needs the energy per minute of wall-clock time, not per tick: memory stays flat
@@ -37,7 +37,7 @@ def _interruptible(work: Callable[[threading.Event], Any], limit_s: float) -> tu
     cancel = threading.Event()
     box: list[Any] = []
     thread = threading.Thread(target=lambda: box.append(work(cancel)), daemon=True)
-    thread.start()
+    start_quietly(thread)
     got: int | None = None
     try:
         waiter = SignalWaiter(STOP)
@@ -46,10 +46,11 @@ def _interruptible(work: Callable[[threading.Event], Any], limit_s: float) -> tu
             info = waiter.wait(0.1)
             if info is not None:
                 got = info.signo
-                cancel.set()
-                thread.join(1.0)
                 break
     finally:
+        if thread.is_alive():  # a signal, or out of time: the fetch is told to stop, never left to run on
+            cancel.set()
+            thread.join(1.0)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
     return (box[0] if box else None), got
 

@@ -231,6 +231,7 @@ class Child:
         self._canary: Canary | None = None
         self._deferred: dict[int, float] = {}  # signal -> when it is forwarded unless the group got it
         self._renew_at: float | None = None  # when the canary is replaced after a signal that reached the group
+        self._group_seen: set[int] = set()  # deferred signals an old canary held when it was replaced
         self._settle_s, self._clock = settle_s, clock
         self._helpers_cpu_s = 0.0  # reaped helpers' CPU time, not the command's
 
@@ -300,7 +301,7 @@ class Child:
         # From the terminal (Ctrl-C, Ctrl-\, a hang-up): the command got it too. From the command's own tree:
         # it is the tree's business. Neither is sent again.
         if info.code == SI_KERNEL or (info.pid and self._in_tree(info.pid)):
-            self._note_direct(sig, "from the terminal" if info.code == SI_KERNEL else "from the command's tree")
+            self._note_direct(sig, "from the terminal" if info.code == SI_KERNEL else "sent by the command's tree")
             return
         self._deferred.setdefault(sig, self._clock() + self._settle_s)
 
@@ -316,7 +317,9 @@ class Child:
             del self._deferred[sig]
             if self.status is not None:
                 continue
-            if self._canary is not None and self._canary.got(sig) and self._same_group():
+            seen = sig in self._group_seen or (self._canary is not None and self._canary.got(sig))
+            self._group_seen.discard(sig)
+            if seen and self._same_group():
                 self.not_forwarded.append(f"{signal.Signals(sig).name} (sent to the process group)")
                 self._renew_canary()
                 continue
@@ -333,7 +336,10 @@ class Child:
         self._renew_at = self._clock() + self._settle_s
 
     def _renew_canary(self) -> None:
-        if self._canary is not None and _pending(self._canary.pid, self.proc):
+        pending = _pending(self._canary.pid, self.proc) if self._canary is not None else 0
+        if self._canary is not None and pending:
+            # What the old one holds is the evidence for signals still deferred: keep it before it goes.
+            self._group_seen |= {sig for sig in self._deferred if pending & (1 << (sig - 1))}
             self._canary.renew()
             if self._canary.pid:
                 self._tree.exclude.add(self._canary.pid)

@@ -164,6 +164,17 @@ def run(
     # Counters are read often enough that none can wrap twice unseen, whatever --interval says (SPEC §3).
     read_every = read_period_s(sensors)
     next_read = t0 + read_every if read_every is not None and read_every < options.interval_s else None
+    def mark_read(now: float, got: list[Mark]) -> None:
+        absorb(now)
+        if failure is None and phases is not None:
+            try:
+                phases.update(now - t0, meter.charged_j, got)
+            except Exception as e:
+                meter.warnings.append(f"phases stopped: {e!r}")
+
+    waiting: list[Mark] = []  # marks read but not yet applied (a read waits for its mark_gap)
+    mark_gap = max(0.05, options.interval_s / 10)
+    next_mark_read = t0
     killing = False
     next_clock = clock() + 1.0
     while True:
@@ -173,6 +184,7 @@ def run(
             kill_at if kill_at is not None else tick,
             next_clock if on_clock else tick,
             next_read if next_read is not None else tick,
+            max(next_mark_read, clock()) if any(m.kind == "phase" for m in waiting) else tick,
         )
         if child.wait(wake - clock()):
             break
@@ -189,13 +201,17 @@ def run(
             except Exception as e:
                 on_clock = None
                 meter.warnings.append(f"live output stopped: {e!r}")
-        got = poll_marks()
+        waiting += poll_marks()
         if now < tick:
-            if got:
-                take(now, got)  # a mark between ticks: its boundary is exact to this read
+            if any(m.kind == "phase" for m in waiting) and now >= next_mark_read:
+                # A phase boundary between ticks is exact to this read; a flood of marks costs at most one
+                # read per mark_gap, and folds into the interval's sample rather than adding rows.
+                mark_read(now, waiting)
+                waiting, next_mark_read = [], now + mark_gap
             continue  # woken by a signal, the clock or the kill deadline before the tick
         k = int((now - t0) / options.interval_s) + 1  # a late tick skips ahead, it does not drift
-        take(now, got)
+        take(now, waiting)
+        waiting = []
         if next_read is not None and read_every is not None:
             next_read = now + read_every
     if killing or kill_at is not None:  # --on-budget kill: the whole tree goes, not just the command
@@ -206,7 +222,7 @@ def run(
     t_end = clock()
     before_final = last
     if failure is None:
-        take(t_end, poll_marks())
+        take(t_end, waiting + poll_marks())
         if failure is not None:
             failure = failure.replace("measurement stopped", "the final read failed")
     final = last if last is not before_final else None
@@ -278,7 +294,7 @@ def _report(
     if child.forwarded:
         notes.append(f"forwarded to the command: {', '.join(child.forwarded)}")
     if child.not_forwarded:
-        notes.append(f"not forwarded, the command got them directly: {', '.join(child.not_forwarded)}")
+        notes.append(f"signals not passed on to the command: {', '.join(child.not_forwarded)}")
     present = {r for r in meter.machine_j}
     energy = {d: (meter.charged_j[d] if d in present else None) for d in DOMAINS}
     machine = {d: (meter.machine_j[d] if d in present else None) for d in DOMAINS}

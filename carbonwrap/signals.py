@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import signal
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -44,6 +45,20 @@ class _SigInfoT(ctypes.Structure):
     )
 
 
+def start_quietly(thread: threading.Thread) -> None:
+    """Start `thread` with every signal blocked in it, so a process-directed signal can only ever be taken by
+    the main thread's sigtimedwait: a helper thread (a push, a fetch) must never die of it or swallow it."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+# The longest single wait: callers loop until their own deadline, and libc takes a time_t.
+MAX_WAIT_S = 86400.0
+
+
 class SignalWaiter:
     """Waits for any of `signals` (which the caller keeps blocked) for at most a given time."""
 
@@ -64,7 +79,7 @@ class SignalWaiter:
 
     def wait(self, timeout_s: float) -> SigInfo | None:
         """One signal, or None after `timeout_s` or an interruption (the caller recomputes its deadline)."""
-        timeout_s = max(0.0, timeout_s)
+        timeout_s = min(max(0.0, timeout_s), MAX_WAIT_S) if timeout_s == timeout_s else 0.0
         if self._libc is None:
             return self._wait_stdlib(timeout_s)
         sec = int(timeout_s)

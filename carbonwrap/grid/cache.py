@@ -65,7 +65,9 @@ class Cache:
         if self.dir is None:
             return []
         out = []
-        day = floor_to(start_s, DAY_S)
+        # A period is filed under the day it starts: one that began yesterday and runs past midnight is in
+        # yesterday's file (found at 00:06 on a forecast hour that started at 23:06).
+        day = floor_to(start_s, DAY_S) - DAY_S
         while day < end_s + 1:
             doc = _read(self._day(day))
             rows = doc.get("periods") if isinstance(doc, dict) else None

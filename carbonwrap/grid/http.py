@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from carbonwrap.signals import start_quietly
+
 MAX_BYTES = 1 << 20
 CHUNK = 16384
 POLL_S = 0.05
@@ -108,7 +110,7 @@ def get(
         target=_work, args=(job, url, dict(headers or {}), max(deadline_s, 0.1), max_bytes), daemon=True
     )
     end = time.monotonic() + deadline_s
-    worker.start()
+    start_quietly(worker)  # signals stay with the main thread, which decides what they mean
     while not job.done.wait(POLL_S):
         if cancel is not None and cancel.is_set():
             job.stop.set()

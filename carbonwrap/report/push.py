@@ -167,8 +167,10 @@ class Pushgateway:
         """Push without blocking the sampling loop; skipped while the previous push is still running."""
         if self._thread is not None and self._thread.is_alive():
             return
+        from carbonwrap.signals import start_quietly
+
         self._thread = threading.Thread(target=self.push, args=(text,), daemon=True)
-        self._thread.start()
+        start_quietly(self._thread)
 
     def finish(self, text: str, stop: Callable[[float], bool] | None = None) -> bool:
         """The final push, after any periodic one still under way, all within `timeout_s`.
@@ -189,8 +191,10 @@ class Pushgateway:
             time.sleep(s)
             return False
 
+        from carbonwrap.signals import start_quietly
+
         final = threading.Thread(target=after_previous, daemon=True)
-        final.start()
+        start_quietly(final)
         while final.is_alive():
             left = end - time.monotonic()
             if left <= 0:
