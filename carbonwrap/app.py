@@ -17,8 +17,8 @@ from carbonwrap import session, spawn
 from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError, LaunchError
 from carbonwrap.model import RunOptions
-from carbonwrap.report import observers, say, stderr_is_terminal
-from carbonwrap.report.deliver import Outcome, present
+from carbonwrap.report import limit_stderr, observers, say, stderr_is_terminal
+from carbonwrap.report.deliver import STDERR_BUDGET_S, Outcome, present
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
 
@@ -120,6 +120,7 @@ def run(options: RunOptions) -> Outcome:
                 marks=marks,
                 phases=phases,
                 wall=wall,
+                on_exit=lambda: limit_stderr(STDERR_BUDGET_S),
             )
         except (CarbonwrapError, KeyboardInterrupt):
             raise

@@ -237,13 +237,15 @@ class Child:
 
     def spawn(self) -> int:
         """Start the command (execvp semantics) or raise LaunchError with exit status 127 or 126."""
-        # An inherited SIGCHLD=SIG_IGN would make the kernel reap the child and lose its status.
+        # An inherited SIGCHLD=SIG_IGN would make the kernel reap the child and lose its status: default here,
+        # ignored again in the command, which inherited it so.
+        inherited_ignored = [signal.SIGCHLD] if signal.getsignal(signal.SIGCHLD) is signal.SIG_IGN else []
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         self.subreaper = _subreaper()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, self._waited)
         self._old_mask = old
         try:
-            self.pid = spawn.spawn(self.command, self.env, self._inherited_mask)
+            self.pid = spawn.spawn(self.command, self.env, self._inherited_mask, inherited_ignored)
         except BaseException:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
             self._old_mask = None

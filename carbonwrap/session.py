@@ -24,6 +24,9 @@ def _utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+MIN_READ_PERIOD_S = 0.05  # the shortest --interval: a counter that claims to need more is not plausible
+
+
 def _cwd() -> str:
     try:
         return os.getcwd()
@@ -75,6 +78,7 @@ def run(
     on_clock: Callable[[], None] | None = None,
     marks: MarksReader | None = None,
     phases: Phases | None = None,
+    on_exit: Callable[[], None] | None = None,
 ) -> RunReport:
     """Launch the command, sample every interval until it exits, and return the report.
 
@@ -163,7 +167,14 @@ def run(
 
     # Counters are read often enough that none can wrap twice unseen, whatever --interval says (SPEC §3).
     read_every = read_period_s(sensors)
+    if read_every is not None and read_every < MIN_READ_PERIOD_S:  # a garbage range must not spin the loop
+        meter.warnings.append(
+            f"a counter's range would need a read every {read_every:.3g} s, which no RAPL zone needs; "
+            f"reading every {MIN_READ_PERIOD_S:g} s instead (its energy may be wrong: check max_energy_range_uj)"
+        )
+        read_every = MIN_READ_PERIOD_S
     next_read = t0 + read_every if read_every is not None and read_every < options.interval_s else None
+
     def mark_read(now: float, got: list[Mark]) -> None:
         absorb(now)
         if failure is None and phases is not None:
@@ -214,6 +225,8 @@ def run(
         waiting = []
         if next_read is not None and read_every is not None:
             next_read = now + read_every
+    if on_exit is not None:
+        on_exit()  # the command has exited: from here, what carbonwrap prints has a deadline
     if killing or kill_at is not None:  # --on-budget kill: the whole tree goes, not just the command
         give_up = clock() + kill_grace_s + 5.0
         while child.tree_alive() and clock() < give_up:
@@ -227,17 +240,33 @@ def run(
             failure = failure.replace("measurement stopped", "the final read failed")
     final = last if last is not before_final else None
     ended = wall()
-    child.close()
+    late: list[str] = []  # after the command: each step on its own, so one failure cannot cost the record
+
+    def isolated(what: str, step: Callable[[], object], default: object = None) -> object:
+        try:
+            return step()
+        except Exception as e:
+            late.append(f"{what} failed: {e!r}")
+            return default
+
+    isolated("ending carbonwrap's helper process", child.close)
     if failure is not None:
         meter.warnings.append(failure)
-    cpu_s = (final.tree_cpu_s if final else child.usage().cpu_s) - usage0.cpu_s
+    if final is not None:
+        cpu_s = final.tree_cpu_s - usage0.cpu_s
+    else:
+        cpu_s = float(isolated("the final CPU time", lambda: child.usage().cpu_s, usage0.cpu_s)) - usage0.cpu_s  # type: ignore[arg-type]
     report = _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
     if run_id:
         report = replace(report, id=run_id)
     if devices is not None:
-        report = replace(report, gpus=tuple(gpu_entries(devices(), meter)))
+        gpus = isolated("the per-GPU figures", lambda: tuple(gpu_entries(devices(), meter)), ())
+        report = replace(report, gpus=gpus)  # type: ignore[arg-type]
     if phases is not None:
-        report = replace(report, phases=tuple(phases.phases()), prediction=phases.prediction())
+        shown = isolated("the phases", lambda: (tuple(phases.phases()), phases.prediction()), ((), None))
+        report = replace(report, phases=shown[0], prediction=shown[1])  # type: ignore[index]
+    if late:
+        report = replace(report, warnings=(*report.warnings, *late))
     if budget is None:
         return report
     return replace(report, budget=budget.outcome(exceeded, report.exit_code))

@@ -58,20 +58,26 @@ def _candidates(name: bytes, env: Mapping[bytes, bytes]) -> list[bytes]:
     return [os.path.join(d or b".", name) for d in path.split(b":")]
 
 
-def spawn(argv: list[str], env: Mapping[bytes, bytes], mask: Iterable[int]) -> int:
-    """Fork and exec `argv`; raise LaunchError (127 or 126) when it cannot be run. Signals must be blocked."""
+def spawn(argv: list[str], env: Mapping[bytes, bytes], mask: Iterable[int], ignored: Iterable[int] = ()) -> int:
+    """Fork and exec `argv`; raise LaunchError (127 or 126) when it cannot be run. Signals must be blocked.
+
+    `ignored`: signals carbonwrap inherited as ignored but had to change for itself (SIGCHLD): ignored again
+    in the command. A SIGINT that Python left ignored (a background job's) stays ignored."""
     args = [os.fsencode(a) for a in argv]
     if not args or not args[0]:
         raise LaunchError("command not found: '' (the command name is empty)", 127)
     paths = _candidates(args[0], env)
-    mask = set(mask)
+    mask, ignore = set(mask), list(ignored)
     r, w = os.pipe()  # close-on-exec: EOF once the exec succeeded
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child, until exec
         try:
             os.close(r)
             for s in RESET_TO_DEFAULT:
-                signal.signal(s, signal.SIG_DFL)
+                if signal.getsignal(s) is not signal.SIG_IGN or s != signal.SIGINT:
+                    signal.signal(s, signal.SIG_DFL)
+            for sig in ignore:
+                signal.signal(sig, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             errors = []
             for p in paths:

@@ -369,13 +369,15 @@ def test_budget_kill_stops_the_whole_tree(tmp_path: Path) -> None:
 
 # 8. The command sees the environment, mask and dispositions carbonwrap was started with.
 def _launch_as_cron_does(command: list[str], tmp_path: Path, name: str) -> bytes:
-    """Under `env -i LANG=C` (cron's locale), with SIGUSR1 ignored and SIGUSR2 blocked by the parent."""
+    """Under `env -i LANG=C` (cron's locale), with SIGUSR1, SIGINT and SIGCHLD ignored and SIGUSR2 blocked."""
     out = tmp_path / name
     env = ["env", "-i", "LANG=C", f"PATH={os.environ['PATH']}", f"PYTHONPATH={ROOT}", "CARBONWRAP_QUIET=1"]
     env.append("CARBONWRAP_PUSHGATEWAY_AUTH=user:secret")
 
     def parent_state() -> None:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's, which Python leaves ignored
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # carbonwrap needs the default itself, the command not
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
 
     with out.open("wb") as f:
@@ -452,3 +454,45 @@ def test_pending_signal_state_is_read_from_proc() -> None:
         assert not _pending(os.getpid(), Path("/proc")) & (1 << (signal.SIGUSR2 - 1))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def test_a_garbage_counter_range_does_not_spin_the_loop(tmp_path: Path) -> None:
+    from tests import fakes
+
+    sysfs = tmp_path / "sys"
+    fakes.FakePowercap(sysfs).zone("intel-rapl:0", "package-0", 10, 0)  # a 10 µJ range: a read every ~2.5 ns
+    rec = tmp_path / "r.json"
+    r = subprocess.run(
+        ["/usr/bin/time", "-f", "%U %S", *CW, "-q", "--sysfs", str(sysfs), "-o", str(rec), "--", "sleep", "2"],
+        capture_output=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    user, sys_ = (float(x) for x in r.stderr.decode().strip().splitlines()[-1].split())
+    assert user + sys_ < 1.0, (user, sys_)  # a spinning loop burns ~2 s of CPU in 2 s
+    assert any("which no RAPL zone needs" in w for w in json.loads(rec.read_text())["warnings"])
+
+
+def test_a_flood_of_marks_neither_spins_carbonwrap_nor_adds_rows(tmp_path: Path) -> None:
+    samples, rec = tmp_path / "s.jsonl", tmp_path / "r.json"
+    flood = (
+        "import time\nfrom carbonwrap import mark\nend = time.time() + 2\ni = 0\n"
+        "while time.time() < end:\n    i += 1\n    mark('phase', f'p{i % 3}')\n    time.sleep(0.001)\n"
+    )
+    args = ["-q", "-i", "1", "--samples", str(samples), "-o", str(rec), "--", PY, "-c", flood]
+    r = subprocess.run(
+        ["/usr/bin/time", "-f", "%U %S", *CW, *args],
+        capture_output=True,
+        env=clean_env(),
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(rec.read_text())
+    rows = samples.read_text().splitlines()
+    assert len(rows) <= 4, len(rows)  # one per 1 s interval, plus the final partial one
+    used = sum(float(x) for x in r.stderr.decode().strip().splitlines()[-1].split())
+    assert used < out["cpu_time_s"] + 1.5, (used, out["cpu_time_s"])  # carbonwrap's own share stays small
+    assert sum(p["energy_j"]["total"] for p in out["phases"]) == pytest.approx(out["energy_j"]["total"], rel=1e-9)

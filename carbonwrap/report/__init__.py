@@ -25,8 +25,11 @@ _PIPE_BUF = 4096  # a write of at most this many bytes to a pipe with room never
 
 
 def limit_stderr(seconds: float) -> None:
-    """From now on, all of carbonwrap's stderr text together waits at most `seconds` for a slow reader."""
-    _budget[:] = [seconds]
+    """From now on, all of carbonwrap's stderr text together waits at most `seconds` for a slow reader.
+
+    The first call sets the budget; later calls cannot extend it (the command's exit starts the clock)."""
+    if not _budget:
+        _budget[:] = [seconds]
 
 
 def say(text: str) -> None:
