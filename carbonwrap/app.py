@@ -146,6 +146,18 @@ def run(options: RunOptions) -> Outcome:
 
         report, stopped = gridsteps.price_live(options, report, region, by_minute.intervals())
         report = replace(report, phases=tuple(phases.phases(co2e_g=report.co2e_g)))
+        limit = options.max_co2e_g
+        if limit is not None and (report.co2e_g > limit) != bool(report.budget.get("exceeded")):
+            # The budget is watched during the run, with the only figure known then: the yearly table's.
+            side = "above" if report.co2e_g > limit else "below"
+            report = replace(
+                report,
+                warnings=(
+                    *report.warnings,
+                    f"the carbon budget was judged on the yearly figure during the run; the live price "
+                    f"({report.co2e_g:.4g} g) is {side} the {limit:.4g} g limit",
+                ),
+            )
     if start is not None:
         from carbonwrap import gridsteps
 

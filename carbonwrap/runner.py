@@ -10,14 +10,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from carbonwrap import spawn
+from carbonwrap.canary import Canary, pending
 from carbonwrap.cputime import busy_total
 from carbonwrap.model import TreeUsage
+from carbonwrap.proctree import Proc, ProcessTree
 from carbonwrap.signals import SigInfo, SignalWaiter
 
 FORWARDED = (
@@ -34,87 +35,6 @@ SI_KERNEL = 0x80  # si_code of a signal the tty driver sends to the foreground p
 # (GNU timeout signals its child, then its process group) is seen for what it is.
 SETTLE_S = 0.1
 KILL_GRACE_S = 10.0  # --on-budget kill: SIGTERM to the tree, then SIGKILL this long after
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-@dataclass(frozen=True, slots=True)
-class Proc:
-    """One live descendant, as of the last scan."""
-
-    pid: int
-    ppid: int
-    start: int  # clock ticks after boot; with the pid, the process's identity
-    cpu_s: float  # utime + stime + cutime + cstime
-    rss_bytes: int
-    comm: str
-
-
-def parse_stat(text: str) -> tuple[str, list[str]]:
-    """(comm, fields 3 on) of /proc/PID/stat; comm may hold spaces and ')': split at the last ')'."""
-    head, _, rest = text.rpartition(")")
-    return head.partition("(")[2], rest.split()
-
-
-class ProcessTree:
-    """The descendants of `root`, found by scanning /proc for parent links.
-
-    A process that is not a descendant can never become one (orphans are reparented to us, the subreaper,
-    or to init), so known outsiders are not read again while their pid stays alive: only members and new pids
-    cost a read per scan. Membership is recomputed from parent links at every scan and the tree's time is a
-    sum over live members, so a reused pid needs no bookkeeping, with one exception: an outsider's pid freed
-    and taken by a new descendant within one interval is missed by the per-interval sums until that process
-    exits, when RUSAGE_CHILDREN counts it; the run's total stays exact. (pid, start time) identifies a
-    process in what the record names.
-    """
-
-    def __init__(self, root: int, proc: Path = Path("/proc")) -> None:
-        self.root = root
-        self.proc = proc
-        self.members: dict[int, Proc] = {}
-        self.exclude: set[int] = set()  # carbonwrap's own helper processes
-        self._outsiders: set[int] = set()
-
-    def _read(self, pid: int) -> Proc | None:
-        try:
-            with open(f"{self.proc}/{pid}/stat", "rb") as f:
-                comm, f3 = parse_stat(f.read().decode("utf-8", "replace"))
-            # f3[0] is field 3 (state); ppid is field 4, utime..cstime 14..17, starttime 22, rss 24.
-            ticks = int(f3[11]) + int(f3[12]) + int(f3[13]) + int(f3[14])
-            return Proc(pid, int(f3[1]), int(f3[19]), ticks / CLK_TCK, int(f3[21]) * PAGE, comm)
-        except (OSError, ValueError, IndexError):
-            return None  # it exited between listdir and read
-
-    def scan(self) -> dict[int, Proc]:
-        alive = {int(n) for n in os.listdir(self.proc) if n.isdigit()}
-        self._outsiders &= alive
-        seen: dict[int, Proc] = {}
-        for pid in alive - self._outsiders:
-            p = self._read(pid)
-            if p is not None:
-                seen[pid] = p
-        verdict: dict[int, bool] = {}
-
-        def member(pid: int) -> bool:
-            chain = []
-            while pid not in verdict:
-                p = seen.get(pid)
-                if p is None or p.ppid in (0, pid) or pid in self.exclude:
-                    verdict[pid] = False
-                    break
-                if p.ppid == self.root:
-                    verdict[pid] = True
-                    break
-                chain.append(pid)
-                pid = p.ppid
-            for c in chain:
-                verdict[c] = verdict[pid]
-            return verdict[pid]
-
-        members = {pid: p for pid, p in seen.items() if pid != self.root and member(pid)}
-        self._outsiders |= set(seen) - set(members)
-        self.members = members
-        return members
 
 
 def exit_status(waitstatus: int) -> tuple[int, int | None]:
@@ -131,69 +51,6 @@ def _subreaper() -> bool:
         return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
-
-
-def _pending(pid: int, proc: Path) -> int:
-    """The process-wide pending signal set of `pid` (ShdPnd), as a bit mask; 0 when unreadable."""
-    try:
-        with open(f"{proc}/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"ShdPnd:"):
-                    return int(line.split()[1], 16)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-class Canary:
-    """A sleeping helper in carbonwrap's process group that keeps the forwarded signals blocked.
-
-    A signal sent to the whole group (`kill -TERM -PGID`, GNU timeout, a supervisor) stays pending in it, one
-    sent to carbonwrap alone does not: that tells carbonwrap whether the command got the signal directly.
-    It reads a pipe that only carbonwrap holds, so it ends when carbonwrap does, however carbonwrap ends.
-    """
-
-    def __init__(self, signals: Sequence[int], proc: Path) -> None:
-        self.signals, self.proc = signals, proc
-        self.pid = 0
-        self._w = -1
-        self.start()
-
-    def start(self) -> None:
-        r, w = os.pipe()
-        try:
-            self.pid = os.posix_spawnp(
-                "cat",
-                ["cat"],
-                {"PATH": os.defpath + ":/usr/local/bin"},
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, r, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, "/dev/null", os.O_WRONLY, 0),
-                ],
-                setsigmask=self.signals,
-            )
-            self._w = w
-        except OSError:
-            self.pid = 0
-            os.close(w)
-        finally:
-            os.close(r)
-
-    def got(self, sig: int) -> bool:
-        return self.pid > 0 and bool(_pending(self.pid, self.proc) & (1 << (sig - 1)))
-
-    def stop(self) -> None:
-        if self.pid > 0:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-        if self._w >= 0:
-            os.close(self._w)
-        self.pid, self._w = 0, -1
-
-    def renew(self) -> None:
-        """A fresh one, once the old one holds a pending signal (a pending signal cannot be cleared)."""
-        self.stop()
-        self.start()
 
 
 class Child:
@@ -338,10 +195,10 @@ class Child:
         self._renew_at = self._clock() + self._settle_s
 
     def _renew_canary(self) -> None:
-        pending = _pending(self._canary.pid, self.proc) if self._canary is not None else 0
-        if self._canary is not None and pending:
+        held = pending(self._canary.pid, self.proc) if self._canary is not None else 0
+        if self._canary is not None and held:
             # What the old one holds is the evidence for signals still deferred: keep it before it goes.
-            self._group_seen |= {sig for sig in self._deferred if pending & (1 << (sig - 1))}
+            self._group_seen |= {sig for sig in self._deferred if held & (1 << (sig - 1))}
             self._canary.renew()
             if self._canary.pid:
                 self._tree.exclude.add(self._canary.pid)

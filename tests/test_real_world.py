@@ -444,7 +444,7 @@ def test_a_missing_interpreter_and_a_crlf_shebang_are_named(cw, tmp_path: Path) 
 
 def test_pending_signal_state_is_read_from_proc() -> None:
     # The canary relies on ShdPnd: a blocked signal sent to a process shows there until it is taken.
-    from carbonwrap.runner import _pending
+    from carbonwrap.canary import pending as _pending
 
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
     try:
