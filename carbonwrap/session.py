@@ -184,7 +184,7 @@ def run(
                 meter.warnings.append(f"phases stopped: {e!r}")
 
     waiting: list[Mark] = []  # marks read but not yet applied (a read waits for its mark_gap)
-    mark_gap = max(0.05, options.interval_s / 10)
+    mark_gap = min(1.0, max(0.05, options.interval_s / 10))
     next_mark_read = t0
     killing = False
     next_clock = clock() + 1.0
@@ -213,6 +213,8 @@ def run(
                 on_clock = None
                 meter.warnings.append(f"live output stopped: {e!r}")
         waiting += poll_marks()
+        if len(waiting) > 1 and not any(m.kind == "phase" for m in waiting):
+            waiting = waiting[-1:]  # progress marks waiting for the tick: only the latest can matter
         if now < tick:
             if any(m.kind == "phase" for m in waiting) and now >= next_mark_read:
                 # A phase boundary between ticks is exact to this read; a flood of marks costs at most one
