@@ -272,10 +272,20 @@ class Child:
         return TreeUsage(
             cpu_s=ru.ru_utime + ru.ru_stime - self._helpers_cpu_s + sum(p.cpu_s for p in members.values()),
             rss_bytes=sum(p.rss_bytes for p in members.values()),
-            reaped_peak_rss_bytes=ru.ru_maxrss * 1024,  # Linux reports kilobytes
+            reaped_peak_rss_bytes=self._own_peak(ru.ru_maxrss),
             machine_busy_s=busy,
             threads=self.threads,
         )
+
+    @staticmethod
+    def _own_peak(children_maxrss_kb: int) -> int:
+        """The reaped processes' peak resident memory, when it is theirs.
+
+        A process that exec()s keeps the larger of its new peak and the peak of the memory it was forked
+        with, so every child of carbonwrap reports at least carbonwrap's own resident size then (about 16 MB).
+        A figure no larger than carbonwrap's own peak says nothing about the command: 0, not carbonwrap's."""
+        own_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return children_maxrss_kb * 1024 if children_maxrss_kb > own_kb else 0
 
     def tree_pids(self) -> set[int]:
         """The pids of the command's process tree as of the last usage scan."""

@@ -496,3 +496,19 @@ def test_a_flood_of_marks_neither_spins_carbonwrap_nor_adds_rows(tmp_path: Path)
     used = sum(float(x) for x in r.stderr.decode().strip().splitlines()[-1].split())
     assert used < out["cpu_time_s"] + 1.5, (used, out["cpu_time_s"])  # carbonwrap's own share stays small
     assert sum(p["energy_j"]["total"] for p in out["phases"]) == pytest.approx(out["energy_j"]["total"], rel=1e-9)
+
+
+def test_a_command_shorter_than_an_interval_is_not_charged_carbonwraps_memory(tmp_path: Path) -> None:
+    small, big = tmp_path / "small.json", tmp_path / "big.json"
+    grow = "b = bytearray(300 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1"  # 300 MB, touched
+    for rec, cmd in ((small, ["true"]), (big, [PY, "-c", grow])):
+        r = subprocess.run([*CW, "-q", "-i", "30", "-o", str(rec), "--", *cmd], capture_output=True, env=clean_env())
+        assert r.returncode == 0, r.stderr
+    s, b = json.loads(small.read_text()), json.loads(big.read_text())
+    per_gb_s = 0.392  # the model's W per GB of memory in use (the dram sensor's detail says so)
+    assert "0.392 W per GB" in next(x["detail"] for x in s["sensors"] if x["domain"] == "dram")
+    # `true` holds about a megabyte for a millisecond: far below carbonwrap's own ~16 MB for the run.
+    assert s["energy_j"]["dram"] < 16e-3 * per_gb_s * s["duration_s"] / 4, s["energy_j"]
+    # The big one's own 300 MB peak is what it is charged, bounded by the whole machine's dram energy.
+    assert b["energy_j"]["dram"] >= 0.25 * per_gb_s * b["duration_s"] * 0.5, b["energy_j"]
+    assert b["energy_j"]["dram"] <= b["machine_energy_j"]["dram"] + 1e-9
