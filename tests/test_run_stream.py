@@ -218,3 +218,16 @@ def test_no_forecast_starts_at_once_with_one_warning(tmp_path: Path) -> None:
     )
     assert r.returncode == 0 and marker.exists()
     assert r.stderr.count(b"starting now") == 1, r.stderr
+
+
+def test_doctor_checks_the_live_provider(replay: Replay, tmp_path: Path) -> None:
+    rows = _neso(replay, floor_to(time.time()) - 1800)
+    env = clean_env(CARBONWRAP_NESO_URL=replay.url, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    r = subprocess.run([*CW, "--region", "GB", "--grid", "live", "doctor"], capture_output=True, env=env, timeout=60)
+    text = r.stdout.decode()
+    assert "live intensity: NESO for GB answered in" in text, text
+    assert any(f"{row['intensity']['forecast']} g/kWh" in text for row in rows)
+    assert len(replay.paths("/intensity/")) == 1
+    replay.routes["/intensity/"] = (500, b"{}")
+    r = subprocess.run([*CW, "--region", "GB", "--grid", "live", "doctor"], capture_output=True, env=env, timeout=60)
+    assert "runs fall back to the yearly table" in r.stdout.decode() and r.returncode == 1

@@ -54,11 +54,32 @@ def doctor(ctx: click.Context, /, as_json: bool, sysfs: str | None, region: str 
     findings = diagnosis.diagnose(
         sysfs=Path(sysfs or options.sysfs), intensity=options.intensity, cpu_watts=options.cpu_watts, gpu=options.gpu
     )
+    live = None
+    if options.grid == "live":  # one request to the region's provider: does it answer, how fast, on what basis
+        from carbonwrap.grid import probe
+
+        live = probe(options.grid_region or options.intensity.region)
     if as_json:
-        click.echo(json.dumps(diagnosis.as_json(findings), indent=2))
+        out = diagnosis.as_json(findings)
+        click.echo(json.dumps({**out, "live_intensity": live} if live is not None else out, indent=2))
     else:
         click.echo(diagnosis.as_text(findings), nl=False)
-    return diagnosis.exit_status(findings)
+        if live is not None:
+            click.echo(_live_line(live))
+    status = diagnosis.exit_status(findings)
+    return status if live is None or live["ok"] else max(status, 1)
+
+
+def _live_line(live: dict[str, Any]) -> str:
+    from carbonwrap.report.text import escape_control
+
+    if not live["ok"]:
+        took = f" after {live['latency_s']:.2f} s" if live.get("latency_s") is not None else ""
+        return escape_control(f"live intensity: {live['error']}{took}; runs fall back to the yearly table")
+    return escape_control(
+        f"live intensity: {live['provider']} for {live['zone']} answered in {live['latency_s']:.2f} s: "
+        f"{live['g_per_kwh']:.0f} g/kWh ({live['kind']}; basis {live['basis']})"
+    )
 
 
 def _when(value: str | None, name: str) -> float | None:
