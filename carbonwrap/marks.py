@@ -210,8 +210,6 @@ class MarksReader:
         if flood and self._buf:  # its end went with the drained bytes
             self.dropped += 1
             self._buf = b""
-        if not emptied:  # the drain stopped inside a line
-            self._resync = True
         for raw in lines:
             if self._skipping:  # the rest of a line over MAX_LINE
                 self._skipping = False
@@ -221,6 +219,8 @@ class MarksReader:
                 self.dropped += 1
                 continue
             self._line(raw, out)
+        if not emptied:  # the drain stopped inside a line: the next poll starts with its tail
+            self._resync = True
         if len(self._buf) >= MAX_LINE:
             self._malformed(self._buf[:60])
             self._buf, self._skipping = b"", True
