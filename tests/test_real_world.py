@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CW, ROOT, clean_env, require_real
+from tests.ptys import read_until, take_terminal
 
 PY = sys.executable
 
@@ -50,26 +50,6 @@ sys.exit(min(len(got), 100))
 """
 
 
-def _read_until(fd: int, marker: bytes, timeout: float = 20.0) -> bytes:
-    buf = b""
-    end = time.monotonic() + timeout
-    while marker not in buf and time.monotonic() < end:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
-
-
-def _take_terminal() -> None:  # the new session's controlling terminal, as a login shell gets it
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 # 1. A terminal that hangs up while the live panel draws.
 def test_terminal_hang_up_keeps_the_record_and_the_status(tmp_path: Path) -> None:
     rec = tmp_path / "r.json"
@@ -85,12 +65,12 @@ def test_terminal_hang_up_keeps_the_record_and_the_status(tmp_path: Path) -> Non
         stderr=slave,
         env=clean_env(TERM="xterm"),
         start_new_session=True,
-        preexec_fn=_take_terminal,
+        preexec_fn=take_terminal,
     )
     os.close(slave)
     try:
-        assert b"READY" in _read_until(master, b"READY")
-        _read_until(master, b"carbonwrap", timeout=2)  # the panel is drawing
+        assert b"READY" in read_until(master, b"READY")
+        read_until(master, b"carbonwrap", timeout=2)  # the panel is drawing
     finally:
         os.close(master)  # the terminal hangs up: SIGHUP to the foreground group, EIO on every write
     # carbonwrap got the hang-up from the terminal: it writes the record, then ends as the command did (0).
@@ -328,15 +308,15 @@ def test_ctrl_c_stops_the_calling_shell_loop(tmp_path: Path) -> None:
         stderr=slave,
         env=clean_env(),
         start_new_session=True,
-        preexec_fn=_take_terminal,
+        preexec_fn=take_terminal,
         cwd=ROOT,
     )
     os.close(slave)
     try:
-        assert b"start-1" in _read_until(master, b"start-1")
+        assert b"start-1" in read_until(master, b"start-1")
         time.sleep(1.5)  # carbonwrap has launched sleep
         os.write(master, b"\x03")
-        out = _read_until(master, b"next-", timeout=5)
+        out = read_until(master, b"next-", timeout=5)
         status = p.wait(timeout=30)
     finally:
         if p.poll() is None:

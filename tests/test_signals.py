@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import CW, clean_env
+from tests.ptys import read_until, take_terminal
 
 PY = sys.executable
 
@@ -37,29 +35,9 @@ sys.exit(len(got))
 """
 
 
-def _read_until(fd: int, marker: bytes, timeout: float = 15.0) -> bytes:
-    buf = b""
-    end = time.monotonic() + timeout
-    while marker not in buf and time.monotonic() < end:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if r:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-    return buf
-
-
 def test_ctrl_c_in_a_terminal_interrupts_the_command_exactly_once(tmp_path: Path) -> None:
     rec = tmp_path / "r.json"
     master, slave = pty.openpty()
-
-    def take_terminal() -> None:  # the new session's controlling terminal, as a shell would give it
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
     p = subprocess.Popen(
         [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
         stdin=slave,
@@ -71,10 +49,10 @@ def test_ctrl_c_in_a_terminal_interrupts_the_command_exactly_once(tmp_path: Path
     )
     os.close(slave)
     try:
-        assert b"READY" in _read_until(master, b"READY")
+        assert b"READY" in read_until(master, b"READY")
         os.write(master, b"\x03")  # the line discipline sends SIGINT to the foreground process group
-        out = _read_until(master, b"GOT [")
-        out += _read_until(master, b"]")
+        out = read_until(master, b"GOT [")
+        out += read_until(master, b"]")
         assert p.wait(timeout=20) == 1, out
         assert b"GOT ['SIGINT']" in out
     finally:
