@@ -86,20 +86,43 @@ def _plan_and_wait(options: RunOptions, region: str | None) -> Start:
         say(f"carbonwrap: {w}\n")
     if plan is not None:
         say(f"carbonwrap: {plan.message()}\n")
-        _sleep_until(plan.start_s)
+        _sleep_until(plan.start_s, _countdown(options))
     return Start(plan, now, latest, expected_s, expected_from)
 
 
-def _sleep_until(wall_s: float) -> None:
+def _countdown(options: RunOptions) -> Callable[[float], None] | None:
+    """On a terminal with the live panel on: one line that counts down to the start, redrawn in place."""
+    from carbonwrap.report import stderr_is_terminal
+
+    if not options.live or options.quiet or not stderr_is_terminal():
+        return None
+
+    def show(left_s: float) -> None:
+        if left_s <= 0:
+            say("\r\x1b[2K")  # the line goes: the command's output starts on a clean one
+            return
+        m, s = divmod(int(left_s + 0.999), 60)
+        h, m = divmod(m, 60)
+        say(f"\r\x1b[2Kcarbonwrap: starting in {h:d}:{m:02d}:{s:02d} (waiting for a cleaner grid; Ctrl-C stops)")
+
+    return show
+
+
+def _sleep_until(wall_s: float, show: Callable[[float], None] | None = None) -> None:
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP)
     try:
         waiter = SignalWaiter(STOP)
         while (left := wall_s - time.time()) > 0:
-            info = waiter.wait(min(left, 5.0))  # short steps: a clock jump (suspend, NTP) is seen within 5 s
+            if show is not None:
+                show(left)
+            step = min(left, 1.0) if show is not None else min(left, 5.0)
+            info = waiter.wait(step)  # short steps: a clock jump (suspend, NTP) is seen within 5 s
             if info is not None:
                 name = signal.Signals(info.signo).name
                 raise LaunchError(f"{name} while waiting for a cleaner grid; nothing was launched", 128 + info.signo)
     finally:
+        if show is not None:
+            show(0)
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 

@@ -15,8 +15,10 @@ import pytest
 
 from carbonwrap.report.live import LivePanel, sparkline
 from tests.conftest import ROOT, require_real
+from tests.replay import Replay, replay
 
 PY = sys.executable
+assert replay  # the fixture, imported for pytest
 PRINT_500 = (
     f"{PY} -c \"import time\nfor i in range(1, 501): print(f'line {{i:04d}} ' + 'x' * 40, flush=True); "
     'time.sleep(0.006)"'
@@ -275,3 +277,16 @@ def test_a_zero_sized_terminal_gets_no_panel() -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_countdown_while_waiting_for_a_cleaner_grid(tmux: Tmux, replay: Replay) -> None:
+    from tests.test_run_stream import _em_forecast
+
+    boundary = float(int(time.time()) + 6)
+    _em_forecast(replay, boundary)
+    env = f"CARBONWRAP_ELECTRICITYMAPS_URL={replay.url} ELECTRICITYMAPS_TOKEN=tok XDG_CACHE_HOME={tmux.tmp}/c"
+    marker = tmux.start_command(f"env {env} carbonwrap --region em:DE --start-within 1m --expect 2s -- echo started")
+    _wait_for(tmux, r"carbonwrap: starting in 0:00:0[1-6] \(waiting for a cleaner grid")
+    assert tmux.wait_marker(marker) == "0"
+    history = tmux.history()
+    assert "started" in history and "starting in" not in history.split("started")[-1]
