@@ -492,3 +492,34 @@ def test_a_command_shorter_than_an_interval_is_not_charged_carbonwraps_memory(tm
     # The big one's own 300 MB peak is what it is charged, bounded by the whole machine's dram energy.
     assert b["energy_j"]["dram"] >= 0.25 * per_gb_s * b["duration_s"] * 0.5, b["energy_j"]
     assert b["energy_j"]["dram"] <= b["machine_energy_j"]["dram"] + 1e-9
+
+
+def test_two_group_signals_close_together_each_reach_the_command_once(tmp_path: Path) -> None:
+    rec = tmp_path / "r.json"
+    p = subprocess.Popen(
+        [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+        start_new_session=True,
+    )
+    assert p.stdout is not None and p.stdout.readline() == b"READY\n"
+    os.killpg(p.pid, signal.SIGTERM)
+    time.sleep(0.04)  # within the first one's settling time: the canary is replaced in between
+    os.killpg(p.pid, signal.SIGHUP)
+    out, err = p.communicate(timeout=30)
+    assert out == b"GOT ['SIGHUP', 'SIGTERM']\n", (out, err)
+    assert not any(w.startswith("forwarded to the command") for w in json.loads(rec.read_text())["warnings"])
+
+
+def test_an_enormous_baseline_is_a_wait_not_an_internal_error(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    p = subprocess.Popen(
+        [*CW, "--baseline", "1e19", "--", "touch", str(marker)], stderr=subprocess.PIPE, env=clean_env()
+    )
+    time.sleep(1.5)
+    assert p.poll() is None  # still measuring the baseline, as asked
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert b"nothing was launched" in err and not marker.exists()
