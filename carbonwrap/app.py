@@ -11,16 +11,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbonwrap import session, spawn
 from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError, LaunchError
 from carbonwrap.model import RunOptions
-from carbonwrap.report import limit_stderr, observers, say, stderr_is_terminal
-from carbonwrap.report.deliver import STDERR_BUDGET_S, Outcome, present
+from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, observers, say, stderr_is_terminal
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
+
+if TYPE_CHECKING:
+    from carbonwrap.report.deliver import Outcome
 
 
 def run(options: RunOptions) -> Outcome:
@@ -39,7 +41,7 @@ def run(options: RunOptions) -> Outcome:
     marks = _isolated_make("phase and progress marks", MarksReader, warnings)
     phases = Phases(options.pue, g_per_kwh=options.intensity.g_per_kwh)
     add = {"CARBONWRAP_PARENT_ID": run_id, **({"CARBONWRAP_MARKS": marks.path} if marks is not None else {})}
-    from carbonwrap.report.push import credential_env_names
+    from carbonwrap.credentials import credential_env_names
 
     env = spawn.child_environ(spawn.startup_environ(), add, remove=credential_env_names(os.environ))
     panel = None
@@ -164,6 +166,8 @@ def run(options: RunOptions) -> Outcome:
         g = report.live.get("g_per_kwh")
         realised = float(g) if isinstance(g, int | float) and report.live.get("coverage") else None
         report = replace(report, schedule=gridsteps.schedule_record(start, launched[0], realised))
+    from carbonwrap.report.deliver import present  # after the run: json, the sinks and the summary
+
     return present(options, report, None if stopped else gateway, series=series)
 
 
@@ -209,6 +213,8 @@ def _baseline(sensors: list[Any], child: Child, seconds: float, notes: list[str]
 
 
 def _after_failure(child: Child, error: Exception) -> Outcome:
+    from carbonwrap.report.deliver import Outcome
+
     while not child.wait(1.0):
         pass
     assert child.status is not None

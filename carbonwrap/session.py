@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from carbonwrap import attribution, hostinfo
+from carbonwrap import attribution
 from carbonwrap.budget import Budget
 from carbonwrap.marks import Mark, MarksReader
 from carbonwrap.meter import Meter
@@ -295,8 +295,12 @@ def gpu_entries(devices: Sequence[Device], meter: Meter) -> list[dict[str, objec
 
 
 def _host_info() -> dict[str, object]:
+    try:
+        from carbonwrap import hostinfo  # after the run: platform and the CPU model are not the launch's business
 
-    return hostinfo.collect()
+        return hostinfo.collect()
+    except Exception:  # a record without host_info beats no record
+        return {}
 
 
 def _report(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from datetime import datetime
@@ -135,6 +134,8 @@ def _render(plan: Any, fmt: str) -> str:
             "zone": plan.zone,
             "candidates": [{"start": iso(s), "g_per_kwh": g} for s, g in plan.candidates],
         }
+        import json
+
         return json.dumps(doc)
     start = _local(plan.start_s).strftime("%Y-%m-%d %H:%M %Z")
     now = f", {plan.now_g_per_kwh:.0f} now" if plan.now_g_per_kwh is not None else ""

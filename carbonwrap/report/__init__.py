@@ -20,6 +20,7 @@ def check_suffix(path: str) -> None:
 # After the command has exited, carbonwrap's own text may hold up its exit this long in all (a stderr pipe
 # that nobody reads); what does not fit is dropped. Set by `limit_stderr`; only time spent waiting counts.
 _budget: list[float] = []
+STDERR_BUDGET_S = 2.0  # SPEC section 2: a stderr nobody reads delays the exit by at most this
 PER_MESSAGE_S = 1.0  # while the command runs: one message never blocks the tick loop longer than this
 _PIPE_BUF = 4096  # a write of at most this many bytes to a pipe with room never blocks
 

@@ -14,11 +14,10 @@ from io import StringIO
 from typing import Any
 
 from carbonwrap.model import RunOptions, RunReport
-from carbonwrap.report import limit_stderr, say, stderr_is_terminal
+from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, say, stderr_is_terminal
 
 EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded
 EXIT_RECORD = 1  # a requested record could not be written, when the command itself succeeded
-STDERR_BUDGET_S = 2.0  # SPEC section 2: a stderr nobody reads delays the exit by at most this
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 

@@ -12,16 +12,18 @@ import os
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
+from carbonwrap.credentials import AUTH_VAR as AUTH_VAR
+from carbonwrap.credentials import URL_VAR as URL_VAR
+from carbonwrap.credentials import credential_env_names as credential_env_names
+from carbonwrap.credentials import has_credentials as has_credentials
 from carbonwrap.report.text import clean_text
 
 TIMEOUT_S = 5.0  # SPEC section 2: the overall deadline of one push
 MAX_RESPONSE = 1 << 20  # a gateway's answer is read up to this much, never more
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-AUTH_VAR = "CARBONWRAP_PUSHGATEWAY_AUTH"
-URL_VAR = "CARBONWRAP_PUSHGATEWAY"
-TOKEN_VARS = ("ELECTRICITYMAPS_TOKEN",)  # SPEC.md section 8
+
 _EXAMPLE = "such as http://localhost:9091 (credentials: CARBONWRAP_PUSHGATEWAY_AUTH=user:password)"
 
 
@@ -83,22 +85,6 @@ def check_auth(value: str) -> None:
     """CARBONWRAP_PUSHGATEWAY_AUTH is user:password; the message never shows it."""
     if ":" not in value:
         raise ValueError(f"{AUTH_VAR} needs user:password (the value is not shown)")
-
-
-def has_credentials(url: str) -> bool:
-    try:
-        return "@" in urllib.parse.urlsplit(url).netloc or "@" in url.split("://", 1)[-1]
-    except ValueError:
-        return "@" in url
-
-
-def credential_env_names(environ: Mapping[str, str]) -> set[str]:
-    """The variables the command must not inherit (SPEC.md section 2): the Pushgateway's credentials, its URL
-    when that carries them, and the tokens of section 8."""
-    names = {name for name in (AUTH_VAR, *TOKEN_VARS) if name in environ}
-    if URL_VAR in environ and has_credentials(environ[URL_VAR]):
-        names.add(URL_VAR)
-    return names
 
 
 def basic_auth(url: str, auth: str | None) -> str | None:
