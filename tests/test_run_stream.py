@@ -231,3 +231,13 @@ def test_doctor_checks_the_live_provider(replay: Replay, tmp_path: Path) -> None
     replay.routes["/intensity/"] = (500, b"{}")
     r = subprocess.run([*CW, "--region", "GB", "--grid", "live", "doctor"], capture_output=True, env=env, timeout=60)
     assert "runs fall back to the yearly table" in r.stdout.decode() and r.returncode == 1
+
+
+def test_a_live_only_zone_is_priced_by_its_countrys_row_with_the_table(tmp_path: Path) -> None:
+    rec = tmp_path / "r.json"
+    for code in ("GB-13", "DK-DK1", "em:FR"):
+        r = subprocess.run(
+            [*CW, "-q", "--region", code, "-o", str(rec), "--", "true"], capture_output=True, env=clean_env()
+        )
+        assert r.returncode == 0, (code, r.stderr)
+        assert json.loads(rec.read_text())["intensity"]["region"] == code.removeprefix("em:")[:2].upper(), code

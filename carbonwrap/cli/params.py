@@ -230,10 +230,12 @@ def run_options(params: dict[str, Any], command: list[str]) -> RunOptions:
             say(f"carbonwrap: warning: {w}\n")
     region = params["region"]
     grid_region = region
-    if region and (params.get("grid") == "live" or params.get("start_within") or params.get("finish_by")):
+    if region:
         from carbonwrap.grid.zones import table_region
 
-        region = table_region(region) or region  # GB-13, DK-DK1, em:FR: the table prices their fallback
+        # A live-only zone (GB-13, DK-DK1, em:FR) is priced by its country's yearly row with the table, and
+        # where live figures lack with --grid live.
+        region = table_region(region) or region
     try:
         it = intensity.resolve(
             intensity.Table.load(),
