@@ -247,8 +247,8 @@ def test_gnu_timeout_in_its_own_session_signals_the_command_once(tmp_path: Path)
     assert not any("forwarded to the command" in w for w in record["warnings"])
 
 
-def test_a_group_kill_reaches_the_command_once(tmp_path: Path) -> None:
-    rec = tmp_path / "r.json"
+def _counter_in_its_own_session(rec: Path) -> subprocess.Popen[bytes]:
+    """carbonwrap running COUNTER, as the leader of a new session and process group, once COUNTER is READY."""
     p = subprocess.Popen(
         [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
         stdout=subprocess.PIPE,
@@ -257,6 +257,12 @@ def test_a_group_kill_reaches_the_command_once(tmp_path: Path) -> None:
         start_new_session=True,
     )
     assert p.stdout is not None and p.stdout.readline() == b"READY\n"
+    return p
+
+
+def test_a_group_kill_reaches_the_command_once(tmp_path: Path) -> None:
+    rec = tmp_path / "r.json"
+    p = _counter_in_its_own_session(rec)
     os.killpg(p.pid, signal.SIGTERM)  # kill -TERM -PGID, as supervisors do
     out, err = p.communicate(timeout=30)
     assert out == b"GOT ['SIGTERM']\n", err
@@ -281,14 +287,7 @@ def test_kill_0_from_the_commands_tree_is_not_forwarded(tmp_path: Path) -> None:
 
 def test_a_signal_to_carbonwrap_alone_is_still_forwarded_once(tmp_path: Path) -> None:
     rec = tmp_path / "r.json"
-    p = subprocess.Popen(
-        [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=clean_env(),
-        start_new_session=True,
-    )
-    assert p.stdout is not None and p.stdout.readline() == b"READY\n"
+    p = _counter_in_its_own_session(rec)
     os.kill(p.pid, signal.SIGTERM)  # the process alone, not its group
     out, _ = p.communicate(timeout=30)
     assert out == b"GOT ['SIGTERM']\n"
@@ -496,14 +495,7 @@ def test_a_command_shorter_than_an_interval_is_not_charged_carbonwraps_memory(tm
 
 def test_two_group_signals_close_together_each_reach_the_command_once(tmp_path: Path) -> None:
     rec = tmp_path / "r.json"
-    p = subprocess.Popen(
-        [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=clean_env(),
-        start_new_session=True,
-    )
-    assert p.stdout is not None and p.stdout.readline() == b"READY\n"
+    p = _counter_in_its_own_session(rec)
     os.killpg(p.pid, signal.SIGTERM)
     time.sleep(0.04)  # within the first one's settling time: the canary is replaced in between
     os.killpg(p.pid, signal.SIGHUP)
