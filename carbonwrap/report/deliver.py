@@ -9,14 +9,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
 from carbonwrap.model import RunOptions, RunReport
 from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, say, stderr_is_terminal
 
-EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded
 EXIT_RECORD = 1  # a requested record could not be written, when the command itself succeeded
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -29,15 +28,15 @@ class Outcome:
     signal: int | None = None
 
 
-def exit_status(options: RunOptions, report: RunReport, record_failed: bool) -> int:
-    """SPEC section 2: the command's status, 1 for a lost record, 3 for a failed budget (1 wins over 3)."""
+def exit_status(report: RunReport, record_failed: bool) -> int:
+    """SPEC section 2: the command's status, 1 for a lost record, else what the budget decided (3 for
+    --on-budget fail, budget.Budget.exit_status); 1 wins over 3."""
     if report.exit_code != 0:
         return report.exit_code
     if record_failed:
         return EXIT_RECORD
-    if report.budget.get("exceeded") and options.on_budget == "fail":
-        return EXIT_BUDGET
-    return 0
+    status = report.budget.get("exit_status") if report.budget else None
+    return status if isinstance(status, int) else report.exit_code
 
 
 def _stop_requested() -> Callable[[float], bool]:
@@ -58,8 +57,6 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None, series:
     from carbonwrap.report import record
 
     limit_stderr(STDERR_BUDGET_S)
-    if report.budget and "exit_status" not in report.budget:  # what the budget made of the status
-        report = replace(report, budget={**report.budget, "exit_status": exit_status(options, report, False)})
     try:
         rec = record.to_record(report)
     except Exception as e:  # our bug: nothing to write, the status still passes through
@@ -70,7 +67,7 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None, series:
         for msg in failed:
             say(f"carbonwrap: {msg}; the record follows on stderr\n")
         say(json.dumps(rec, ensure_ascii=True, default=str) + "\n")
-    status = exit_status(options, report, bool(failed))
+    status = exit_status(report, bool(failed))
     if not options.quiet:
         _summary(rec, short=options.summary == "short")
     if gateway is not None:
