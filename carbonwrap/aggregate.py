@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from carbonwrap.model import DOMAINS
 from carbonwrap.report.record import SCHEMA, record_methods
+from carbonwrap.summarise import kwh as to_kwh
 
-DOMAINS = ("cpu", "dram", "gpu")
 GROUPINGS = ("label", "host", "day", "month", "region", "scope")
 FORMATS = ("table", "json", "csv", "markdown", "html")  # html: report/html.py draws it (SPEC.md section 10.3)
 TOTAL = "(all)"
@@ -164,7 +165,7 @@ def _sum(runs: Iterable[Run], keyed: Any) -> list[dict[str, Any]]:
             total += e
         g["energy_total_j"] += total
         g["co2e_g"] += r.co2e_g
-        g["_kwh"] += total * r.pue / 3.6e6
+        g["_kwh"] += to_kwh(total, r.pue)
         g["_g"] += r.g_per_kwh
     rows = []
     for (name, scope), g in groups.items():
@@ -227,7 +228,7 @@ def _text_table(rows: list[dict[str, Any]], fmt: str, by: str) -> str:
         return "-" if j is None else format_energy(j)
 
     head = [f"{by} (UTC)" if by in ("day", "month") else by, "scope", "runs", "estimated", "duration", "CPU time"]
-    head += ["cpu", "dram", "gpu", "total", "CO2e", "g/kWh"]
+    head += [*DOMAINS, "total", "CO2e", "g/kWh"]
     body = [
         [
             escape_control(row["group"]),

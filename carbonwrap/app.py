@@ -63,33 +63,33 @@ def run(options: RunOptions) -> Outcome:
             _isolated("waking on marks", lambda: marks.signal_on_input(signal.SIGIO), warnings)
         gpu = None
         if options.gpu is True or (options.gpu is None and nvidia_driver_present()):
-            gpu = open_gpu(child.tree_pids, options.gpu is True, warnings)  # before the launch: the whole run
+            gpu = open_gpu(options.gpu is True, warnings)  # before the launch: the whole run
             if gpu is not None:
                 sensors.append(gpu)
         budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
-        watch: list[observers.Observer] = []
+        watch: list[observers.Observer] = [observers.BudgetNotices()]
         gateway = None
         if options.pushgateway:
             from carbonwrap.report.push import Pushgateway
 
             gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
-            watch.append(observers.periodic_push(options, gateway, [asdict(i) for s in sensors for i in s.info]))
+            watch.append(observers.PeriodicPush(options, gateway, [i for s in sensors for i in s.info], run_id))
         if panel is not None:
-            watch.append(observers.panel_update(options, panel, phases))
+            watch.append(observers.PanelUpdate(panel, phases))
         elif options.progress_s and not options.quiet:
-            watch.append(observers.progress_lines(options, phases.prediction))
+            watch.append(observers.ProgressLines(options, phases.prediction))
         g_table = options.intensity.g_per_kwh
         if options.samples:
             from carbonwrap.report.samples import SamplesWriter
 
             writer = _isolated_make("--samples", lambda: SamplesWriter(options.samples or "", run_id), warnings)
             if writer is not None:
-                watch.append(observers.samples_file(writer, lambda: phases.current, g_table))
+                watch.append(observers.SamplesFile(writer, lambda: phases.current, g_table))
         if any(o.lower().endswith(".html") for o in options.outputs):
             from carbonwrap.report.html import Series
 
             series = Series(pue=options.pue)
-            watch.append(observers.html_series(series, g_table))
+            watch.append(observers.HtmlSeries(series, g_table))
         launched = [0.0]
         if options.grid == "live":
             from carbonwrap import gridsteps
@@ -114,8 +114,7 @@ def run(options: RunOptions) -> Outcome:
                 idle_w=idle_w,
                 warnings=warnings,
                 budget=budget if budget.active else None,
-                notify=_notify,
-                on_sample=observers.fan_out(watch),
+                observers=watch,
                 devices=gpu.devices if gpu is not None else None,
                 run_id=run_id,
                 on_clock=panel.tick if panel is not None else None,
@@ -236,7 +235,3 @@ def _panel(options: RunOptions, sensors: list[Any]) -> Any:
 
     estimated = estimated_domains([asdict(i) for s in sensors for i in s.info])
     return live.LivePanel(options.label, region, estimated, color=not os.environ.get("NO_COLOR"))
-
-
-def _notify(message: str) -> None:
-    say(f"carbonwrap: {message}\n")

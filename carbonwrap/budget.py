@@ -6,6 +6,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from carbonwrap.summarise import J_PER_KWH
+
 # A number, then a unit. The unit is case-sensitive (SPEC.md section 1): mWh is milliwatt-hours, MWh
 # megawatt-hours. µ may be typed as the micro sign (U+00B5), the Greek mu (U+03BC) or 'u'.
 _AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z\u00b5\u03bc]+)\s*$")
@@ -17,8 +19,8 @@ ENERGY_J = {
     "MJ": 1e6,
     "mWh": 3.6,
     "Wh": 3600.0,
-    "kWh": 3.6e6,
-    "MWh": 3.6e9,
+    "kWh": J_PER_KWH,
+    "MWh": 1e3 * J_PER_KWH,
 }
 EXIT_BUDGET = 3  # --on-budget fail, when the command itself succeeded (SPEC.md section 2)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 from carbonwrap.errors import SensorError
-from carbonwrap.model import Intensity
+from carbonwrap.model import DOMAINS, Intensity
 from carbonwrap.sensors import nvidia_driver_present, nvml, rapl
 
 GROUP = "powercap"
@@ -203,7 +203,7 @@ def diagnose(
 
 def exit_status(findings: list[Finding]) -> int:
     """0 when every present domain is measured; 1 when any is estimated or unreadable."""
-    bad = [f for f in findings if f.topic in ("cpu", "dram", "gpu") and f.status in ("estimated", "unreadable")]
+    bad = [f for f in findings if f.topic in DOMAINS and f.status in ("estimated", "unreadable")]
     return 1 if bad else 0
 
 

@@ -14,7 +14,9 @@ from typing import Any
 from carbonwrap.errors import LaunchError
 from carbonwrap.model import RunOptions, RunReport, Sample
 from carbonwrap.report import say
+from carbonwrap.report.observers import Observer
 from carbonwrap.signals import SignalWaiter, start_quietly
+from carbonwrap.summarise import Totals, co2e_g
 
 STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BUCKET_S = 60.0  # live pricing needs the energy per minute of wall-clock time, not per tick: memory stays flat
@@ -143,14 +145,14 @@ def schedule_record(start: Start, started_at_s: float, realised_g_per_kwh: float
     )
 
 
-class EnergyByMinute:
+class EnergyByMinute(Observer):
     """An observer that keeps the charged energy per wall-clock minute, for live pricing after the run."""
 
     def __init__(self, started_wall_s: Callable[[], float]) -> None:
         self._started = started_wall_s
         self.buckets: dict[int, float] = {}
 
-    def __call__(self, sample: Sample, meter: object) -> None:
+    def sampled(self, sample: Sample, totals: Totals) -> None:
         energy = sum(sample.charged_j.values())
         if sample.dt_s <= 0 or energy <= 0:
             return
@@ -187,5 +189,5 @@ def price_live(
     charged = sum(v for k, v in report.energy_j.items() if k != "total" and v is not None)
     priced = sum(j for _, _, j in intervals)
     # The buckets hold what the samples charged; any energy they missed is priced at the table figure.
-    co2e = grams * options.pue + max(charged - priced, 0.0) * options.pue / 3.6e6 * table_g
+    co2e = grams * options.pue + co2e_g(max(charged - priced, 0.0), options.pue, table_g)
     return replace(report, live=dict(fields), co2e_g=co2e, warnings=(*report.warnings, *warnings)), got is not None

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from carbonwrap.errors import UsageError
-from carbonwrap.model import Intensity
+from carbonwrap.model import How, Intensity
 
 DATA = Path(__file__).resolve().parent / "data" / "regions.json"
 WORLD = "WLD"
@@ -192,7 +192,7 @@ def guess_country(
     return guess_region(env, etc, zoneinfo)
 
 
-def _from_region(r: Region, how: str, note: str = "") -> Intensity:
+def _from_region(r: Region, how: How, note: str = "") -> Intensity:
     if r.g_per_kwh <= 0:
         # Published as 0 (Ember's Central African Republic row): no grid emits nothing over its lifecycle,
         # so the figure is kept but never passed off silently.

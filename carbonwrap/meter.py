@@ -2,7 +2,9 @@
 
 A step is one read of every sensor. `absorb` takes a step between reporting ticks (to keep a RAPL counter
 from wrapping twice unseen), `update` takes one and returns everything since the previous sample as one
-Sample. Charging (SPEC.md section 3) is made at every step, so memory stays flat however long the run.
+Sample, with the events the meter noticed meanwhile (a counter that failed, reset or read too seldom).
+Charging (SPEC.md section 3) is made at every step, by each reading's policy, so memory stays flat however
+long the run. The meter keeps running totals and per-channel state, no log.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from carbonwrap import attribution
-from carbonwrap.model import Reading, Sample, SensorInfo, TreeUsage
+from carbonwrap.model import Event, Reading, Sample, Scope, SensorInfo, TreeUsage
 
 # Where a zone publishes no maximum power, a delta above twice this is taken as a counter reset.
 DEFAULT_MAX_POWER_W = 2000.0
@@ -60,7 +62,7 @@ class Meter:
 
     def __init__(
         self,
-        scope: str = "tree",
+        scope: Scope = "tree",
         idle_w: Mapping[str, float] | None = None,
         model_idle_w: Mapping[str, float] | None = None,
     ) -> None:
@@ -69,7 +71,6 @@ class Meter:
         self.model_idle_w = dict(model_idle_w or {})
         self.machine_j: dict[str, float] = {}
         self.charged_j: dict[str, float] = {}
-        self.warnings: list[str] = []
         # (domain, channel) -> [machine J, charged J] of channels that carry their own share: the record's
         # per-GPU figures.
         self.channel_j: dict[tuple[str, str], list[float]] = {}
@@ -82,6 +83,7 @@ class Meter:
         self._sample_t_s = 0.0
         self._sample_cpu_s = 0.0  # the tree's CPU seconds at the last sample
         self._pending: dict[str, list[float]] = {}  # domain -> [machine J, charged J] since the last sample
+        self._noticed: list[Event] = []  # since the last sample: they go out with it
 
     def prime(self, readings: Sequence[Reading], usage: TreeUsage, now_s: float) -> None:
         """Take the state just before the launch; nothing is counted yet."""
@@ -117,7 +119,8 @@ class Meter:
         capacity = usage.threads * dt
         share = (usage.cpu_s - self._sample_cpu_s) / capacity if capacity > 0 else None
         self._sample_cpu_s = usage.cpu_s
-        return Sample(now_s, dt, machine, charged, power, usage.cpu_s, share)
+        events, self._noticed = tuple(self._noticed), []
+        return Sample(now_s, dt, machine, charged, power, usage.cpu_s, share, events)
 
     def sensor_info(self, infos: Iterable[SensorInfo]) -> list[SensorInfo]:
         """The record's sensor entries: a counter the model stood in for is `estimated`, for how long."""
@@ -158,7 +161,7 @@ class Meter:
             energy[r.domain] = energy.get(r.domain, 0.0) + e
             if estimated:
                 standin.add(r.domain)
-            if r.share is not None:
+            if r.policy == "own share":
                 c = e if self.scope == "machine" else e * r.share
                 shared[r.domain] = shared.get(r.domain, 0.0) + e
                 direct[r.domain] = direct.get(r.domain, 0.0) + c
@@ -169,7 +172,7 @@ class Meter:
                 by_cpu.add(r.domain)
                 if r.energy_j is None and r.error is None:
                     modelled.add(r.domain)
-            if r.basis_bytes is not None:
+            if r.policy == "resident share":
                 basis[r.domain] = basis.get(r.domain, 0) + r.basis_bytes
 
         prev = self._usage
@@ -231,7 +234,7 @@ class Meter:
         was_failing = ch.failing
         if ch.failing:
             ch.failing = False
-            self.warnings.append(f"{r.domain} {r.name}: readable again at {now_s:.1f} s")
+            self._notice(now_s, f"{r.domain} {r.name}: readable again at {now_s:.1f} s")
         if r.energy_j is None:
             return (r.power_w * dt if r.power_w is not None else 0.0), False  # a modelled channel
         if ch.energy_j is None:
@@ -251,17 +254,19 @@ class Meter:
         max_w = r.max_power_w or DEFAULT_MAX_POWER_W
         if r.wrap_j is not None and gap > r.wrap_j / max_w and not ch.gap_warned:
             ch.gap_warned = True
-            self.warnings.append(
+            self._notice(
+                now_s,
                 f"{r.domain} {r.name}: {gap:.0f} s between two reads at {now_s:.1f} s, longer than the "
                 f"{r.wrap_j / max_w:.0f} s in which the counter can wrap at its maximum power: a wrap may "
                 f"have been missed and the energy undercounted (read it at least every "
-                f"{safe_period_s(r.wrap_j, r.max_power_w):.0f} s)"
+                f"{safe_period_s(r.wrap_j, r.max_power_w):.0f} s)",
             )
         limit = 2.0 * max_w * gap
         if delta < 0 or delta > limit or not math.isfinite(delta):
-            self.warnings.append(
+            self._notice(
+                now_s,
                 f"{r.domain} {r.name}: counter reset at {now_s:.1f} s (a change of {delta:.0f} J in "
-                f"{gap:.2f} s is beyond twice the zone's maximum power); that interval is left out of the total"
+                f"{gap:.2f} s is beyond twice the zone's maximum power); that interval is left out of the total",
             )
             delta = 0.0
         ch.energy_j, ch.t_s = r.energy_j, now_s
@@ -275,4 +280,7 @@ class Meter:
                 if r.power_w is not None
                 else "this channel's energy is missing until it reads again"
             )
-            self.warnings.append(f"{r.domain} {r.name}: unreadable at {now_s:.1f} s ({r.error}); {then}")
+            self._notice(now_s, f"{r.domain} {r.name}: unreadable at {now_s:.1f} s ({r.error}); {then}")
+
+    def _notice(self, t_s: float, text: str) -> None:
+        self._noticed.append(Event(t_s, "warning", text))

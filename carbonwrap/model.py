@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 DOMAINS = ("cpu", "dram", "gpu")
+
+Scope = Literal["tree", "machine"]
+Method = Literal["measured", "estimated"]
+# How a channel's energy is charged to the tree (SPEC.md section 3): by the tree's CPU share of the machine,
+# by its resident share of the memory the model was given, or by the share the device itself reports.
+Policy = Literal["cpu share", "resident share", "own share"]
+How = Literal["flag", "env", "time zone", "intensity", "default"]
+OnBudget = Literal["warn", "fail", "kill"]
+# What an Event says: a warning for the record, a signal passed on to the command, a budget passed, a
+# device that degraded.
+EventKind = Literal["warning", "signal", "budget", "degraded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +35,13 @@ class Reading:
     power_w: float | None = None
     wrap_j: float | None = None
     max_power_w: float | None = None
-    # For the memory estimate: the machine's used memory the power was modelled on. The tree is charged
-    # by its resident share of it instead of its CPU share.
-    basis_bytes: int | None = None
-    # For a channel that knows who used it (a GPU, from the driver's process list): the fraction of this
-    # interval's energy that the tree caused. None: the tree is charged by its CPU share.
-    share: float | None = None
+    # How the tree is charged for this channel's energy, and the figure that policy needs:
+    # "resident share": `basis_bytes`, the machine's used memory the power was modelled on;
+    # "own share": `share`, the fraction of this interval's energy the tree caused (a GPU, from the
+    # driver's process list); "cpu share" needs neither.
+    policy: Policy = "cpu share"
+    basis_bytes: int = 0
+    share: float = 0.0
     # Power at the instant of the read, where the hardware has a figure fresher than the interval's mean
     # (NVML's instant power field). Only the live view shows it; energy comes from the counter.
     power_now_w: float | None = None
@@ -41,7 +54,7 @@ class SensorInfo:
 
     domain: str
     name: str
-    method: str  # "measured" | "estimated"
+    method: Method
     detail: str
 
 
@@ -67,6 +80,16 @@ class TreeUsage:
     reaped_peak_rss_bytes: int  # largest peak resident memory of any finished descendant (ru_maxrss)
     machine_busy_s: float  # busy CPU seconds of all threads since boot
     threads: int  # hardware threads of the machine
+    pids: frozenset[int] = frozenset()  # the tree's live processes at this scan (a GPU's share needs them)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened during a run, at `t_s` seconds after the launch."""
+
+    t_s: float
+    kind: EventKind
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +104,7 @@ class Sample:
     tree_cpu_s: float
     # The tree's CPU seconds in the interval over the machine's capacity (threads x dt_s); None when dt_s is 0.
     tree_cpu_share: float | None = None
+    events: tuple[Event, ...] = ()  # what the meter noticed in the interval (a counter reset, a gap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +116,7 @@ class Intensity:
     g_per_kwh: float
     year: int | None
     source: str
-    how: str  # "flag" | "env" | "time zone" | "intensity" | "default"
+    how: How
     note: str = ""  # "no region set; world average", "guessed from time zone Europe/Paris"
 
 
@@ -104,7 +128,7 @@ class RunOptions:
     intensity: Intensity
     interval_s: float = 1.0
     pue: float = 1.0
-    scope: str = "tree"
+    scope: Scope = "tree"
     baseline_s: float = 0.0
     outputs: tuple[str, ...] = ()
     tags: tuple[tuple[str, str], ...] = ()
@@ -120,17 +144,17 @@ class RunOptions:
     step_summary: bool = True
     max_co2e_g: float | None = None
     max_energy_j: float | None = None
-    on_budget: str = "warn"
+    on_budget: OnBudget = "warn"
     progress_s: float | None = None
     # SPEC.md sections 8 and 9: live pricing and the carbon-aware start (grid/). finish_by_s is wall-clock
     # seconds; expect_s None means 'auto' (the median of earlier runs, else 1 h).
-    grid: str = "table"
+    grid: Literal["table", "live"] = "table"
     start_within_s: float | None = None
     finish_by_s: float | None = None
     expect_s: float | None = None
     samples: str | None = None  # --samples PATH: one row per interval (SPEC section 10.1)
     grid_region: str | None = None  # the region as given, for the live providers (GB-13, DK-DK1, em:...)
-    summary: str = "full"  # "full" | "short" (--summary)
+    summary: Literal["full", "short"] = "full"  # --summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +169,10 @@ class RunReport:
     started_at: str
     ended_at: str
     duration_s: float
-    exit_code: int
+    exit_code: int | None  # None only while the run is still going (a periodic push)
     signal: int | None
     cpu_time_s: float
-    scope: str
+    scope: Scope
     pue: float
     energy_j: dict[str, float | None]
     machine_energy_j: dict[str, float | None]
@@ -167,8 +191,3 @@ class RunReport:
     idle_w: dict[str, dict[str, object]] = field(default_factory=dict)  # {domain: {w, source}} (SPEC.md §3)
     parent_id: str | None = None  # the enclosing carbonwrap run's id (CARBONWRAP_PARENT_ID), if any
     host_info: dict[str, object] = field(default_factory=dict)  # hostinfo.collect()
-
-
-def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:
-    """Grams of CO2e for `energy_j` joules at the meter, before PUE (SPEC.md section 3)."""
-    return energy_j * pue / 3.6e6 * g_per_kwh

@@ -9,6 +9,7 @@ from typing import Any
 
 from carbonwrap.marks import Mark
 from carbonwrap.model import DOMAINS
+from carbonwrap.summarise import co2e_g, energy_fields
 
 MAX_PHASES = 1000  # phase marks past this many are counted and ignored: the record stays bounded
 
@@ -62,7 +63,7 @@ class Phases:
         g = self.g_per_kwh if g_per_kwh is None else g_per_kwh
         before = sum(self._j.values())
         self._j = {d: float(v) for d, v in charged_j.items()}
-        self._g += max(sum(self._j.values()) - before, 0.0) * self.pue / 3.6e6 * g
+        self._g += co2e_g(max(sum(self._j.values()) - before, 0.0), self.pue, g)
         self._t_s = max(t_s, self._t_s)
         for m in marks:
             if m.kind == "phase":
@@ -84,10 +85,7 @@ class Phases:
         g_ends = [p.start_g for p in spans[1:]] + [self._g]
         out: list[dict[str, Any]] = []
         for p, end_j, end_g in zip(spans, ends, g_ends, strict=True):
-            energy: dict[str, float | None] = {
-                d: (end_j[d] - p.start_j.get(d, 0.0) if d in self._j else None) for d in DOMAINS
-            }
-            energy["total"] = sum(v for v in energy.values() if v is not None)
+            energy = energy_fields({d: end_j[d] - p.start_j.get(d, 0.0) for d in DOMAINS if d in self._j})
             if p.end_s == p.start_s and not energy["total"] and p is not self._now:
                 continue  # a phase marked away at the instant it began (`main`, before the first read)
             out.append(

@@ -275,6 +275,7 @@ class Child:
             reaped_peak_rss_bytes=self._own_peak(ru.ru_maxrss),
             machine_busy_s=busy,
             threads=self.threads,
+            pids=frozenset(members),
         )
 
     @staticmethod
@@ -286,10 +287,6 @@ class Child:
         A figure no larger than carbonwrap's own peak says nothing about the command: 0, not carbonwrap's."""
         own_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return children_maxrss_kb * 1024 if children_maxrss_kb > own_kb else 0
-
-    def tree_pids(self) -> set[int]:
-        """The pids of the command's process tree as of the last usage scan."""
-        return set(self._tree.members)
 
     def leftovers(self) -> list[Proc]:
         """Descendants still running after the command exited (from the last usage scan)."""

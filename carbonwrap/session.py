@@ -1,4 +1,8 @@
-"""One run: counters read before the launch, the drift-free tick loop, the final read. Owns the clock."""
+"""One run: counters read before the launch, the drift-free tick loop, the final read. Owns the clock.
+
+The run is a stream: every read folds into the meter, every interval comes out as a frozen Sample, and
+whatever happens (a counter failing, a device degrading, a budget passed, a signal sent to the tree) is an
+Event with its time. Observers see both; at the end `summarise` makes every figure from what was gathered."""
 
 from __future__ import annotations
 
@@ -7,17 +11,20 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from carbonwrap import attribution
+from carbonwrap import attribution, summarise
 from carbonwrap.budget import Budget
 from carbonwrap.marks import Mark, MarksReader
 from carbonwrap.meter import Meter
-from carbonwrap.model import DOMAINS, Device, RunOptions, RunReport, Sample, SensorInfo, co2e_g
+from carbonwrap.model import Device, Event, EventKind, RunOptions, RunReport, Sample
 from carbonwrap.phases import Phases
 from carbonwrap.runner import KILL_GRACE_S, Child
-from carbonwrap.sensors import Sensor, model_idle_w, read_all, read_period_s
+from carbonwrap.sensors import Sensor, model_idle_w, read_all, read_period_s, take_notes
+
+if TYPE_CHECKING:
+    from carbonwrap.report.observers import Observer
 
 
 def _utc(ts: float) -> str:
@@ -48,16 +55,41 @@ def measure_idle(
     meter = Meter("machine")
     t0 = clock()
     before = child.usage(scan=False)
-    meter.prime(read_all(sensors), before, 0.0)
+    meter.prime(read_all(sensors, before), before, 0.0)
     sleep(duration_s)
     dt = clock() - t0
     after = child.usage(scan=False)
-    meter.update(read_all(sensors), after, dt)
+    meter.update(read_all(sensors, after), after, dt)
     idle = {d: e / dt for d, e in meter.machine_j.items()} if dt > 0 else {}
     busy = attribution.baseline_warning(after.machine_busy_s - before.machine_busy_s, after.threads * dt, idle)
     if busy and warnings is not None:
         warnings.append(busy)
     return idle
+
+
+class _Journal:
+    """The run's events in order, each told to the observers as it happens; a failing observer is
+    switched off with a warning and the others go on."""
+
+    def __init__(self, observers: Sequence[Observer]) -> None:
+        self.events: list[Event] = []
+        self.observers = list(observers)
+
+    def note(self, t_s: float, kind: EventKind, text: str) -> None:
+        self.add(Event(t_s, kind, text))
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        self.tell("noted", event)
+
+    def tell(self, what: str, *args: object) -> None:
+        for o in list(self.observers):
+            try:
+                getattr(o, what)(*args)
+            except Exception as e:
+                self.observers.remove(o)
+                t = float(getattr(args[0], "t_s", 0.0)) if args else 0.0
+                self.add(Event(t, "warning", f"{type(o).__name__} stopped: {e!r}"))
 
 
 def run(
@@ -68,12 +100,11 @@ def run(
     idle_w: dict[str, float] | None = None,
     warnings: Sequence[str] = (),
     budget: Budget | None = None,
-    notify: Callable[[str], None] | None = None,
-    on_sample: Callable[[Sample, Meter], None] | None = None,
+    observers: Sequence[Observer] = (),
     devices: Callable[[], Sequence[Device]] | None = None,
     clock: Callable[[], float] = time.monotonic,
     wall: Callable[[], float] = time.time,
-    run_id: str | None = None,
+    run_id: str = "",
     kill_grace_s: float = KILL_GRACE_S,
     on_clock: Callable[[], None] | None = None,
     marks: MarksReader | None = None,
@@ -84,37 +115,42 @@ def run(
 
     `devices` lists the GPUs as they stand at the end; the record gives each its own energy. `on_clock` is
     called about once a second between samples (the live panel's clock). With `marks`, the counters are also
-    read when a mark arrives, so `phases` gets its boundaries exact to that read. `on_sample` sees every
-    sample, the final partial interval included.
+    read when a mark arrives, so `phases` gets its boundaries exact to that read. `observers` see every
+    sample, the final partial interval included, and every event.
     """
     meter = Meter(options.scope, idle_w, model_idle_w(sensors))
+    journal = _Journal(observers)
     t0 = clock()  # the meter counts seconds from here, just before the launch
     usage0 = child.usage(scan=False)
-    meter.prime(read_all(sensors), usage0, 0.0)
+    meter.prime(read_all(sensors, usage0), usage0, 0.0)
     started = wall()
     child.spawn()  # raises LaunchError: nothing measured
+    journal.tell("started")
     k = 1
     failure: str | None = None
     exceeded: str | None = None
     kill_at: float | None = None
     last: Sample | None = None
-    g_table = options.intensity.g_per_kwh
+    pue, g_table = options.pue, options.intensity.g_per_kwh
 
-    def check_budget(now: float) -> None:
+    def so_far(t_s: float, cpu_s: float) -> summarise.Totals:
+        return summarise.totals(t_s, meter.machine_j, meter.charged_j, cpu_s - usage0.cpu_s, pue, g_table)
+
+    def check_budget(now: float, totals: summarise.Totals) -> None:
         nonlocal exceeded, kill_at
         if budget is None or exceeded is not None:
             return
-        total = sum(meter.charged_j.values())
-        exceeded = budget.exceeded(total, co2e_g(total, options.pue, g_table))
+        exceeded = budget.exceeded(totals.energy_j, totals.co2e_g)
         if exceeded is None:
             return
-        if notify is not None:
-            notify(exceeded)
+        journal.note(now - t0, "budget", exceeded)
         if budget.on_budget == "kill" and child.status is None:
             n = child.signal_tree(signal.SIGTERM)
             kill_at = now + kill_grace_s
-            meter.warnings.append(
-                f"{exceeded} at {now - t0:.1f} s: sent SIGTERM to the command's {n} process(es) (--on-budget kill)"
+            journal.note(
+                now - t0,
+                "warning",
+                f"{exceeded} at {now - t0:.1f} s: sent SIGTERM to the command's {n} process(es) (--on-budget kill)",
             )
 
     def kill_survivors(now: float) -> None:
@@ -122,29 +158,32 @@ def run(
         if kill_at is not None and now >= kill_at:
             n = child.signal_tree(signal.SIGKILL)
             if n:
-                meter.warnings.append(f"{n} process(es) outlived SIGTERM by {kill_grace_s:g} s: sent SIGKILL")
+                journal.note(
+                    now - t0, "warning", f"{n} process(es) outlived SIGTERM by {kill_grace_s:g} s: sent SIGKILL"
+                )
             kill_at = None
 
     def take(now: float, got: list[Mark]) -> None:
         """Read every counter now, fold the interval into the meter, and hand the sample on."""
-        nonlocal failure, on_sample, last
+        nonlocal failure, last
         if failure is not None:
             return  # measurement broke: keep waiting for the command, whose status must pass through
         try:
-            usage = child.usage()  # first: a GPU's share needs the tree as it is now
-            last = meter.update(read_all(sensors), usage, now - t0)
+            tree = child.usage()
+            readings = read_all(sensors, tree)
+            last = meter.update(readings, tree, now - t0)
+            totals = so_far(last.t_s, last.tree_cpu_s)
             if phases is not None:
-                phases.update(last.t_s, meter.charged_j, got)
+                phases.update(last.t_s, totals.charged_j, got)
         except Exception as e:  # carbonwrap's failure must not cost the command
             failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
             return
-        check_budget(now)
-        if on_sample is not None:
-            try:
-                on_sample(last, meter)
-            except Exception as e:
-                on_sample = None
-                meter.warnings.append(f"live output stopped: {e!r}")
+        for n in take_notes(sensors):
+            journal.note(now - t0, "degraded", n)
+        for event in last.events:
+            journal.add(event)
+        check_budget(now, totals)
+        journal.tell("sampled", last, totals)
 
     def poll_marks() -> list[Mark]:
         nonlocal marks
@@ -154,34 +193,40 @@ def run(
             return marks.poll()
         except Exception as e:
             marks = None
-            meter.warnings.append(f"phase and progress marks stopped: {e!r}")
+            journal.note(clock() - t0, "warning", f"phase and progress marks stopped: {e!r}")
             return []
 
-    def absorb(now: float) -> None:
+    def absorb(now: float) -> bool:
         nonlocal failure
         if failure is None:
             try:
-                meter.absorb(read_all(sensors), child.usage(), now - t0)
+                tree = child.usage()
+                meter.absorb(read_all(sensors, tree), tree, now - t0)
             except Exception as e:
                 failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
+                return False
+            for n in take_notes(sensors):
+                journal.note(now - t0, "degraded", n)
+        return failure is None
 
     # Counters are read often enough that none can wrap twice unseen, whatever --interval says (SPEC §3).
     read_every = read_period_s(sensors)
     if read_every is not None and read_every < MIN_READ_PERIOD_S:  # a garbage range must not spin the loop
-        meter.warnings.append(
+        journal.note(
+            0.0,
+            "warning",
             f"a counter's range would need a read every {read_every:.3g} s, which no RAPL zone needs; "
-            f"reading every {MIN_READ_PERIOD_S:g} s instead (its energy may be wrong: check max_energy_range_uj)"
+            f"reading every {MIN_READ_PERIOD_S:g} s instead (its energy may be wrong: check max_energy_range_uj)",
         )
         read_every = MIN_READ_PERIOD_S
     next_read = t0 + read_every if read_every is not None and read_every < options.interval_s else None
 
     def mark_read(now: float, got: list[Mark]) -> None:
-        absorb(now)
-        if failure is None and phases is not None:
+        if absorb(now) and phases is not None:
             try:
-                phases.update(now - t0, meter.charged_j, got)
+                phases.update(now - t0, dict(meter.charged_j), got)
             except Exception as e:
-                meter.warnings.append(f"phases stopped: {e!r}")
+                journal.note(now - t0, "warning", f"phases stopped: {e!r}")
 
     waiting: list[Mark] = []  # marks read but not yet applied (a read waits for its mark_gap)
     mark_gap = min(1.0, max(0.05, options.interval_s / 10))
@@ -211,7 +256,7 @@ def run(
                 on_clock()
             except Exception as e:
                 on_clock = None
-                meter.warnings.append(f"live output stopped: {e!r}")
+                journal.note(now - t0, "warning", f"live output stopped: {e!r}")
         waiting += poll_marks()
         if len(waiting) > 1 and not any(m.kind == "phase" for m in waiting):
             waiting = waiting[-1:]  # progress marks waiting for the tick: only the latest can matter
@@ -242,6 +287,7 @@ def run(
             failure = failure.replace("measurement stopped", "the final read failed")
     final = last if last is not before_final else None
     ended = wall()
+    journal.tell("finished")
     late: list[str] = []  # after the command: each step on its own, so one failure cannot cost the record
 
     def isolated(what: str, step: Callable[[], object], default: object = None) -> object:
@@ -253,70 +299,49 @@ def run(
 
     isolated("ending carbonwrap's helper process", child.close)
     if failure is not None:
-        meter.warnings.append(failure)
+        journal.note(t_end - t0, "warning", failure)
     if final is not None:
         cpu_s = final.tree_cpu_s - usage0.cpu_s
     else:
         cpu_s = float(isolated("the final CPU time", lambda: child.usage().cpu_s, usage0.cpu_s)) - usage0.cpu_s  # type: ignore[arg-type]
-    report = _report(options, sensors, child, meter, (started, ended, t_end - t0), cpu_s, idle_w, warnings)
-    if run_id:
-        report = replace(report, id=run_id)
+    gpus: object = ()
     if devices is not None:
-        gpus = isolated("the per-GPU figures", lambda: tuple(gpu_entries(devices(), meter)), ())
-        report = replace(report, gpus=gpus)  # type: ignore[arg-type]
+        gpus = isolated("the per-GPU figures", lambda: tuple(summarise.gpu_entries(devices(), meter.channel_j)), ())
+    shown: object = ((), None)
     if phases is not None:
         shown = isolated("the phases", lambda: (tuple(phases.phases()), phases.prediction()), ((), None))
-        report = replace(report, phases=shown[0], prediction=shown[1])  # type: ignore[index]
-    if late:
-        report = replace(report, warnings=(*report.warnings, *late))
-    if budget is None:
-        return report
-    return replace(report, budget=budget.outcome(exceeded, report.exit_code))
-
-
-def gpu_entries(devices: Sequence[Device], meter: Meter) -> list[dict[str, object]]:
-    """The record's `gpus`: each device with its whole energy and the part charged to the scope."""
-    out: list[dict[str, object]] = []
-    for d in devices:
-        machine_j, charged_j = meter.channel_j.get(("gpu", d.channel), (0.0, 0.0))
-        out.append(
-            {
-                "index": d.index,
-                "name": d.name,
-                "uuid": d.uuid,
-                "energy_j": machine_j,
-                "charged_j": charged_j,
-                "method": d.method,
-                "mig": d.mig,
-                "note": d.note,
-            }
-        )
-    return out
-
-
-def _host_info() -> dict[str, object]:
-    try:
-        from carbonwrap import hostinfo  # after the run: platform and the CPU model are not the launch's business
-
-        return hostinfo.collect()
-    except Exception:  # a record without host_info beats no record
-        return {}
-
-
-def _report(
-    options: RunOptions,
-    sensors: Sequence[Sensor],
-    child: Child,
-    meter: Meter,
-    times: tuple[float, float, float],
-    cpu_time_s: float,
-    idle_w: dict[str, float] | None,
-    warnings: Sequence[str],
-) -> RunReport:
     assert child.status is not None
-    started, ended, duration = times
-    exit_code, sig = child.status
-    notes = list(warnings) + meter.warnings
+    facts = summarise.RunFacts(
+        options=options,
+        id=run_id or uuid.uuid4().hex,
+        started_at=_utc(started),
+        ended_at=_utc(ended),
+        duration_s=t_end - t0,
+        status=child.status,
+        cpu_time_s=cpu_s,
+        machine_j=dict(meter.machine_j),
+        charged_j=dict(meter.charged_j),
+        sensors=tuple(meter.sensor_info(i for s in sensors for i in s.info)),
+        warnings=tuple(warnings),
+        events=tuple(journal.events),
+        late=(*_tree_notes(child), *late),
+        gpus=gpus,  # type: ignore[arg-type]
+        baseline_w=dict(idle_w or {}),
+        idle_w=meter.idle_record(),
+        budget=budget.outcome(exceeded, child.status[0]) if budget is not None else {},
+        phases=shown[0],  # type: ignore[index]
+        prediction=shown[1],  # type: ignore[index]
+        cwd=_cwd(),
+        host=os.uname().nodename,
+        parent_id=os.environ.get("CARBONWRAP_PARENT_ID") or None,  # i14: set by the enclosing run
+        host_info=_host_info(),
+    )
+    return summarise.summarise(facts)
+
+
+def _tree_notes(child: Child) -> list[str]:
+    """What the record says about the tree at the end: leftovers, and the signals passed on or not."""
+    notes = []
     if not child.subreaper:
         notes.append("could not become a child subreaper: orphaned descendants may be missed")
     left = child.leftovers()
@@ -330,36 +355,13 @@ def _report(
         notes.append(f"forwarded to the command: {', '.join(child.forwarded)}")
     if child.not_forwarded:
         notes.append(f"signals not passed on to the command: {', '.join(child.not_forwarded)}")
-    present = {r for r in meter.machine_j}
-    energy = {d: (meter.charged_j[d] if d in present else None) for d in DOMAINS}
-    machine = {d: (meter.machine_j[d] if d in present else None) for d in DOMAINS}
-    energy["total"] = sum(v for v in energy.values() if v is not None)
-    machine["total"] = sum(v for v in machine.values() if v is not None)
-    info: list[SensorInfo] = meter.sensor_info(i for s in sensors for i in s.info)
-    it = options.intensity
-    return RunReport(
-        id=uuid.uuid4().hex,
-        label=options.label,
-        command=options.command,
-        cwd=_cwd(),
-        host=os.uname().nodename,
-        started_at=_utc(started),
-        ended_at=_utc(ended),
-        duration_s=duration,
-        exit_code=exit_code,
-        signal=sig,
-        cpu_time_s=max(cpu_time_s, 0.0),
-        scope=options.scope,
-        pue=options.pue,
-        energy_j=energy,
-        machine_energy_j=machine,
-        co2e_g=co2e_g(energy["total"] or 0.0, options.pue, it.g_per_kwh),
-        intensity=it,
-        sensors=tuple(info),
-        warnings=tuple(notes),
-        tags=dict(options.tags),
-        baseline_w=dict(idle_w or {}),
-        idle_w=meter.idle_record() if options.scope == "tree" else {},
-        parent_id=os.environ.get("CARBONWRAP_PARENT_ID") or None,  # i14: set by the enclosing run
-        host_info=_host_info(),
-    )
+    return notes
+
+
+def _host_info() -> dict[str, object]:
+    try:
+        from carbonwrap import hostinfo  # after the run: platform and the CPU model are not the launch's business
+
+        return hostinfo.collect()
+    except Exception:  # a record without host_info beats no record
+        return {}

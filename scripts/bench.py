@@ -235,7 +235,7 @@ import subprocess, sys
 from pathlib import Path
 from carbonwrap.meter import Meter
 from carbonwrap.runner import Child
-from carbonwrap.sensors import open_sensors
+from carbonwrap.sensors import open_sensors, read_all
 def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
@@ -243,11 +243,13 @@ def rss():
 sensors, _ = open_sensors(Path("/sys"))
 child = Child(["sleep", "600"])
 meter = Meter("tree")
-meter.prime([r for s in sensors for r in s.read()], child.usage(scan=False), 0.0)
+u = child.usage(scan=False)
+meter.prime(read_all(sensors, u), u, 0.0)
 child.spawn()
 small, large = int(sys.argv[1]), int(sys.argv[2])
 for k in range(1, large + 1):
-    meter.update([r for s in sensors for r in s.read()], child.usage(), k * 0.01)
+    u = child.usage()
+    meter.update(read_all(sensors, u), u, k * 0.01)
     child.wait(0)
     if k == small:
         a = rss()

@@ -263,7 +263,7 @@ def probe(n: Any, seconds: float) -> dict[str, Any]:
         d["util_reads_without_sample"] = sum(1 for s in stamps if not s)
         d["util_timestamps_us"] = stamps
         devices.append(d)
-    sensor = cw_nvml.NvmlSensor(n, set, [])  # carbonwrap's own path: nvmlInit, then close-on-exec
+    sensor = cw_nvml.NvmlSensor(n)  # carbonwrap's own path: nvmlInit, then close-on-exec
     mine = procfs.nvidia_fds()
     child = subprocess.run(
         [sys.executable, "-c", "import json,sys; sys.path[:0]=sys.argv[1:]; from carbonwrap.sensors.gpu import "

@@ -11,6 +11,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from carbonwrap.meter import Meter
+from carbonwrap.model import Sample
+
 FAKE_NVML = Path(__file__).resolve().parent / "fake_nvml"
 _instances = itertools.count()
 
@@ -167,3 +170,17 @@ def fake_proc(root: Path, processes: dict[int, dict[str, Any]]) -> Path:
         nspid = "\t".join(str(v) for v in p.get("nspid", [pid]))
         (d / "status").write_text(f"Name:\tfake\nPid:\t{pid}\nNSpid:\t{nspid}\n")
     return root
+
+
+class NotingMeter(Meter):
+    """A Meter that keeps the texts of the events its samples carry, as the session's journal does: the
+    meter itself keeps no log."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.warnings: list[str] = []
+
+    def update(self, *args: Any, **kwargs: Any) -> Sample:
+        sample = super().update(*args, **kwargs)
+        self.warnings += [e.text for e in sample.events]
+        return sample

@@ -32,3 +32,19 @@ def test_the_checker_catches_each_kind_of_breach(tmp_path: Path) -> None:
     assert any("session.py:1: imports click" in f for f in found)
     assert any("session.py:2: imports urllib.request" in f for f in found)
     assert not any("cli/ok.py" in f for f in found)
+
+
+def _sources_matching(pattern: str) -> set[str]:
+    import re
+
+    rx = re.compile(pattern)
+    pkg = ROOT / "carbonwrap"
+    return {p.relative_to(pkg).as_posix() for p in pkg.rglob("*.py") if rx.search(p.read_text(encoding="utf-8"))}
+
+
+def test_each_figure_is_made_in_one_place() -> None:
+    # CO2e from joules (3.6e6 J per kWh), the RunReport, and the measured/estimated rule: summarise.py alone.
+    assert _sources_matching(r"3\.6e6|3_600_000|/ *J_PER_KWH") == {"summarise.py"}
+    assert _sources_matching(r"RunReport\(") == {"summarise.py"}
+    assert _sources_matching(r"def decide_methods|\"measured\" if") == {"summarise.py"}
+    assert _sources_matching(r"(?m)^DOMAINS = ") == {"model.py"}

@@ -11,7 +11,8 @@ import pytest
 
 from carbonwrap import attribution
 from carbonwrap.meter import Meter
-from carbonwrap.model import Reading, TreeUsage, co2e_g
+from carbonwrap.model import Reading, TreeUsage
+from carbonwrap.summarise import co2e_g
 from tests import fakes
 
 
@@ -44,11 +45,11 @@ def _usage(cpu: float, busy: float, rss: int = 0) -> TreeUsage:
 def test_meter_scopes_and_memory_share() -> None:
     readings0 = [
         Reading("cpu", "p0", energy_j=0.0, wrap_j=1e6),
-        Reading("dram", "estimate", power_w=8.0, basis_bytes=8_000),
+        Reading("dram", "estimate", power_w=8.0, policy="resident share", basis_bytes=8_000),
     ]
     readings1 = [
         Reading("cpu", "p0", energy_j=100.0, wrap_j=1e6),
-        Reading("dram", "estimate", power_w=8.0, basis_bytes=8_000),
+        Reading("dram", "estimate", power_w=8.0, policy="resident share", basis_bytes=8_000),
     ]
     tree = Meter("tree")
     tree.prime(readings0, _usage(0, 0), 0.0)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from carbonwrap import session
-from carbonwrap.meter import Meter
 from carbonwrap.model import Intensity, Reading, RunOptions, SensorInfo, TreeUsage
 from carbonwrap.runner import Child
 from carbonwrap.sensors import rapl, read_all, read_period_s
@@ -32,7 +31,7 @@ class FixedModel:
     def __init__(self, watts: dict[str, float]) -> None:
         self.watts = watts
 
-    def read(self) -> list[Reading]:
+    def read(self, tree: object = None) -> list[Reading]:
         return [Reading(d, "estimate", power_w=w) for d, w in self.watts.items()]
 
     def mark(self) -> None:
@@ -71,7 +70,7 @@ def test_reads_at_the_safe_period_keep_every_wrap_of_a_600_s_interval(tmp_path: 
     fp, sensor = amd_300w(tmp_path)
     period = read_period_s([sensor])
     assert period is not None
-    meter = Meter("machine")
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     t = 0.0
     while t + period < 600.0:
@@ -89,7 +88,7 @@ def test_reads_at_the_safe_period_keep_every_wrap_of_a_600_s_interval(tmp_path: 
 
 def test_one_read_per_600_s_cannot_see_two_wraps_and_says_so(tmp_path: Path) -> None:
     fp, sensor = amd_300w(tmp_path)
-    meter = Meter("machine")
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     burn(fp, 180_000.0)
     sample = meter.update(sensor.read(), usage(600.0), 600.0)
@@ -102,7 +101,7 @@ def test_a_counter_unreadable_mid_run_is_estimated_for_that_time(tmp_path: Path)
     fp = fakes.amd_epyc(tmp_path)
     zones, _ = rapl.discover(tmp_path)
     sensor = rapl.RaplSensor(zones, standby=FixedModel({"cpu": 60.0}))  # 30 W for each of two packages
-    meter = Meter("machine")
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     for t in range(1, 6):
         fp.advance("intel-rapl:1", 100.0)
@@ -184,7 +183,7 @@ class Raises:
         self.exc = exc
         self.info = [SensorInfo(domain, f"{domain}0", "measured", "breaks")]
 
-    def read(self) -> Sequence[Reading]:
+    def read(self, tree: object = None) -> Sequence[Reading]:
         raise self.exc
 
     def close(self) -> None:
@@ -198,7 +197,7 @@ class Counts:
         self.info = [SensorInfo(domain, "c", "measured", "counts")]
         self.domain = domain
 
-    def read(self) -> Sequence[Reading]:
+    def read(self, tree: object = None) -> Sequence[Reading]:
         self.n += 1
         value = self.values.pop(0) if self.values else 10.0 * self.n
         return [Reading(self.domain, "c", energy_j=value)]
@@ -208,9 +207,10 @@ class Counts:
 
 
 def test_read_all_isolates_each_sensor() -> None:
-    out = read_all([Raises("gpu", ValueError("binding bug")), Counts("cpu"), Counts("dram", [float("nan")])])
+    out = read_all([Raises("gpu", ValueError("binding bug")), Counts("cpu"), Counts("dram", [float("nan")])], IDLE)
     gpu, cpu, dram = out
-    assert gpu.domain == "gpu" and gpu.share == 0.0 and "ValueError: binding bug" in (gpu.error or "")
+    assert gpu.domain == "gpu" and gpu.policy == "own share" and gpu.share == 0.0
+    assert "ValueError: binding bug" in (gpu.error or "")
     assert cpu.energy_j == 10.0 and cpu.error is None
     assert dram.energy_j is None and "implausible energy" in (dram.error or "")
 

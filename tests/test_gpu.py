@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -10,9 +11,9 @@ import pytest
 
 from carbonwrap.meter import Meter
 from carbonwrap.model import TreeUsage
-from carbonwrap.sensors import nvidia_driver_present, open_gpu
+from carbonwrap.sensors import nvidia_driver_present, open_gpu, take_notes
 from carbonwrap.sensors.nvml import NvmlSensor
-from carbonwrap.session import gpu_entries
+from carbonwrap.summarise import gpu_entries
 from tests import fakes
 
 TREE = 4242  # the command
@@ -28,18 +29,31 @@ def _proc(tmp_path: Path, extra: dict[int, dict[str, Any]] | None = None) -> Pat
 
 
 class Rig:
-    """A sensor on a fake NVML, and a meter fed by it with a clock the test moves."""
+    """A sensor on a fake NVML, and a meter fed by it with a clock the test moves. `warnings` collects what
+    the sensor noted, `events` what the meter did, as the session would."""
 
     def __init__(
         self, fake: ModuleType, proc: Path, tree: set[int], scope: str = "tree", idle_w: dict[str, float] | None = None
     ) -> None:
         self.fake = fake
         self.tree = tree
-        self.warnings: list[str] = []
-        self.sensor = NvmlSensor(fake, lambda: self.tree, self.warnings, proc=proc)
+        self.sensor = NvmlSensor(fake, proc=proc)
+        self.warnings: list[str] = take_notes([self.sensor])
+        self.events: list[str] = []
         self.meter = Meter(scope, idle_w)
         self.t = 0.0
-        self.meter.prime(self.sensor.read(), IDLE, 0.0)
+        self.meter.prime(self.read(), IDLE, 0.0)
+
+    def read(self) -> Any:
+        """The sensor's readings with the tree as the test set it, and whatever it noted meanwhile."""
+        readings = self.sensor.read(replace(IDLE, pids=frozenset(self.tree)))
+        self.warnings += take_notes([self.sensor])
+        return readings
+
+    def update(self, usage: TreeUsage, t: float) -> Any:
+        sample = self.meter.update(self.read(), usage, t)
+        self.events += [e.text for e in sample.events]
+        return sample
 
     def device(self, i: int) -> Any:
         return self.fake._state["devices"][i]
@@ -49,10 +63,10 @@ class Rig:
         for name, j in joules.items():
             self.device(int(name[3:])).energy_mj += round(j * 1000)
         self.t += dt
-        return self.meter.update(self.sensor.read(), IDLE, self.t)
+        return self.update(IDLE, self.t)
 
     def entries(self) -> dict[int, dict[str, object]]:
-        return {int(str(e["index"])): e for e in gpu_entries(self.sensor.devices(), self.meter)}
+        return {int(str(e["index"])): e for e in gpu_entries(self.sensor.devices(), self.meter.channel_j)}
 
 
 def test_driver_probe_is_a_file_check(tmp_path: Path) -> None:
@@ -66,9 +80,9 @@ def test_no_gpu_opens_nothing_and_says_so_only_when_asked(tmp_path: Path, monkey
     fake = fakes.fake_nvml([])
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
     warnings: list[str] = []
-    assert open_gpu(set, forced=False, warnings=warnings) is None
+    assert open_gpu(forced=False, warnings=warnings) is None
     assert warnings == []
-    assert open_gpu(set, forced=True, warnings=warnings) is None
+    assert open_gpu(forced=True, warnings=warnings) is None
     assert warnings == ["GPU: NVML works but lists no GPU; GPU energy is not measured"]
     assert fake._state["init"] == 0 and fake._state["shutdowns"] == 2
 
@@ -77,7 +91,7 @@ def test_nvml_that_cannot_start_is_a_warning_with_the_fix(monkeypatch: pytest.Mo
     fake = fakes.fake_nvml([], init_error=12)  # NVML_ERROR_LIBRARY_NOT_FOUND
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
     warnings: list[str] = []
-    assert open_gpu(set, forced=True, warnings=warnings) is None
+    assert open_gpu(forced=True, warnings=warnings) is None
     assert len(warnings) == 1
     assert "NVML could not start (NVML Shared Library Not Found)" in warnings[0]
     assert "libnvidia-ml.so.1" in warnings[0] and "LD_LIBRARY_PATH" in warnings[0]
@@ -136,10 +150,10 @@ def test_an_idle_baseline_adds_nothing_to_a_gpu_the_tree_never_used(tmp_path: Pa
     rig.device(1).processes = [FOREIGN]
     busy = TreeUsage(cpu_s=2.0, rss_bytes=0, reaped_peak_rss_bytes=0, machine_busy_s=2.0, threads=2)
     rig.t = 1.0
-    s = rig.meter.update(rig.sensor.read(), busy, rig.t)  # the tree kept both CPUs busy
+    s = rig.update(busy, rig.t)  # the tree kept both CPUs busy
     assert s.machine_j["gpu"] == 0.0 and s.charged_j["gpu"] == 0.0
     rig.device(1).lost_after_s = -1.0  # and a device that stopped answering charges nothing either
-    s = rig.meter.update(rig.sensor.read(), busy, 2.0)
+    s = rig.update(busy, 2.0)
     assert s.charged_j["gpu"] == 0.0
 
 
@@ -215,7 +229,7 @@ def test_a_gpu_lost_mid_run_degrades_and_the_run_goes_on(tmp_path: Path) -> None
     e = rig.entries()
     assert e[0]["energy_j"] == pytest.approx(500.0) and "GPU is lost" in str(e[0]["note"])
     assert e[1]["energy_j"] == pytest.approx(1500.0) and e[1]["note"] == ""
-    assert sum("gpu gpu0: unreadable at 2.0 s (NVML: GPU is lost)" in w for w in rig.meter.warnings) == 1
+    assert sum("gpu gpu0: unreadable at 2.0 s (NVML: GPU is lost)" in w for w in rig.events) == 1
     rig.sensor.close()
     assert fake._state["shutdowns"] == 1
 
@@ -229,7 +243,7 @@ def test_driver_reloaded_mid_run_resets_the_counter_without_a_jump(tmp_path: Pat
     rig.step(1.0)
     rig.step(1.0, gpu0=400.0)
     assert rig.meter.machine_j["gpu"] == pytest.approx(800.0)
-    assert any("counter reset" in w for w in rig.meter.warnings)
+    assert any("counter reset" in w for w in rig.events)
 
 
 def test_no_process_information_charges_by_who_holds_the_device(tmp_path: Path) -> None:

@@ -11,13 +11,13 @@ import pytest
 
 from carbonwrap.marks import ENV, Mark, MarksReader
 from carbonwrap.meter import Meter
-from carbonwrap.model import co2e_g
 from carbonwrap.phases import Phases
 from carbonwrap.report import samples
 from carbonwrap.report.html import Series, run_page
 from carbonwrap.report.samples import SamplesWriter
 from carbonwrap.runner import Child
 from carbonwrap.sensors import rapl
+from carbonwrap.summarise import co2e_g
 from tests import fakes
 from tests.conftest import ROOT
 

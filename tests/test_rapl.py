@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from carbonwrap.meter import Meter
 from carbonwrap.model import TreeUsage
 from carbonwrap.sensors import open_sensors, rapl
 from tests import fakes
@@ -20,8 +19,10 @@ def usage(t: float) -> TreeUsage:
     return TreeUsage(cpu_s=t * 4, rss_bytes=0, reaped_peak_rss_bytes=0, machine_busy_s=t * 4, threads=4)
 
 
-def run_meter(sensor: rapl.RaplSensor, fp: fakes.FakePowercap, watts: dict[str, float], ticks: int) -> Meter:
-    meter = Meter("machine")
+def run_meter(
+    sensor: rapl.RaplSensor, fp: fakes.FakePowercap, watts: dict[str, float], ticks: int
+) -> fakes.NotingMeter:
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     for k in range(1, ticks + 1):
         for zone_id, w in watts.items():
@@ -96,7 +97,7 @@ def test_a_jump_beyond_twice_max_power_is_a_reset_not_energy(tmp_path: Path) -> 
     fp = fakes.intel_server(tmp_path)
     zones, _ = rapl.discover(tmp_path)
     sensor = rapl.RaplSensor([z for z in zones if z.name == "package-0"])
-    meter = Meter("machine")
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     fp.advance("intel-rapl:1", 100.0)
     meter.update(sensor.read(), usage(1), 1.0)
@@ -113,7 +114,7 @@ def test_a_counter_that_drops_without_a_range_is_a_reset(tmp_path: Path) -> None
     os.remove(fp.zone_dir("intel-rapl:0") / "max_energy_range_uj")
     zones, _ = rapl.discover(tmp_path)
     sensor = rapl.RaplSensor(zones[:1])
-    meter = Meter("machine")
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     fp.write_raw("intel-rapl:0", "5\n")
     meter.update(sensor.read(), usage(1), 1.0)
@@ -125,7 +126,7 @@ def test_a_counter_that_breaks_mid_run_warns_and_never_goes_negative(tmp_path: P
     fp = fakes.amd_epyc(tmp_path)
     zones, _ = rapl.discover(tmp_path)
     sensor = rapl.RaplSensor(zones)
-    meter = Meter("machine")
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     fp.advance("intel-rapl:0", 100.0)
     fp.advance("intel-rapl:1", 100.0)
@@ -150,7 +151,7 @@ def test_a_counter_that_comes_back_starts_over_and_without_a_model_the_gap_is_mi
     fp = fakes.amd_epyc(tmp_path)
     zones, _ = rapl.discover(tmp_path)
     sensor = rapl.RaplSensor(zones[:1])
-    meter = Meter("machine")
+    meter = fakes.NotingMeter("machine")
     meter.prime(sensor.read(), IDLE, 0.0)
     good = fp.energy_uj("intel-rapl:0")
     fp.write_raw("intel-rapl:0", "garbage\n")

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 import pytest
 
 from carbonwrap import session
-from carbonwrap.model import Intensity, Reading, RunOptions, SensorInfo
+from carbonwrap.budget import Budget
+from carbonwrap.model import Event, Intensity, Reading, RunOptions, Sample, SensorInfo
+from carbonwrap.report.observers import Observer
 from carbonwrap.runner import Child
+from carbonwrap.summarise import Totals
 
 WORLD = Intensity("WLD", "World", 472.94, 2024, "Ember", "default")
 
@@ -22,7 +26,7 @@ class BreaksOnRead:
         self.good = good
         self.info = [SensorInfo("cpu", "flaky", "measured", "a sensor that breaks")]
 
-    def read(self) -> Sequence[Reading]:
+    def read(self, tree: object = None) -> Sequence[Reading]:
         self.reads += 1
         if self.reads > self.good:
             raise RuntimeError("driver went away")
@@ -68,6 +72,14 @@ def test_a_failing_final_read_keeps_the_commands_status(child_of) -> None:
     assert any("cpu flaky: unreadable at" in w and "driver went away" in w for w in report.warnings)
 
 
+class Times(Observer):
+    def __init__(self, seen: list[float]) -> None:
+        self.seen = seen
+
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        self.seen.append(sample.t_s)
+
+
 def test_ticks_do_not_drift(child_of) -> None:
     cmd = ("sleep", "1.05")
     seen: list[float] = []
@@ -75,7 +87,7 @@ def test_ticks_do_not_drift(child_of) -> None:
         _options(*cmd, interval=0.1),
         [BreaksOnRead(good=1000)],
         child_of(cmd),
-        on_sample=lambda s, m: seen.append(s.t_s),
+        observers=[Times(seen)],
     )
     # The ticks, then the final read at the command's exit (observers see it too: the samples file's last
     # row). Each tick sits on the 0.1 s grid: a loop that slept 0.1 s after each sample would drift by its
@@ -97,3 +109,68 @@ def test_release_gives_the_signal_mask_back(child_of) -> None:
     assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])  # held until the process ends
     child.release()
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
+class Drops:
+    """A counter that steps 10 J a read and goes backwards once, at its fourth read: a reset."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.info = [SensorInfo("cpu", "drops", "measured", "a counter that resets")]
+
+    def read(self, tree: object = None) -> Sequence[Reading]:
+        self.reads += 1
+        return [Reading("cpu", "drops", energy_j=10.0 * self.reads if self.reads != 4 else 1.0)]
+
+    def close(self) -> None:
+        pass
+
+
+class Recorder(Observer):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.totals: list[Totals] = []
+        self.events: list[Event] = []
+
+    def started(self) -> None:
+        self.calls.append("started")
+
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        self.totals.append(totals)
+
+    def noted(self, event: Event) -> None:
+        self.events.append(event)
+
+    def finished(self) -> None:
+        self.calls.append("finished")
+
+
+class Broken(Observer):
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        raise RuntimeError("renderer bug")
+
+
+def test_observers_see_snapshots_and_events_and_a_failing_one_is_switched_off(child_of) -> None:
+    cmd = ("sleep", "0.5")
+    seen, broken = Recorder(), Broken()
+    budget = Budget(None, 25.0, "warn")
+    options = replace(_options(*cmd), scope="machine")  # a sleeping tree is charged nothing of its CPU share
+    report = session.run(options, [Drops()], child_of(cmd), budget=budget, observers=[broken, seen, seen])
+    assert seen.calls == ["started", "started", "finished", "finished"]
+    # A snapshot is frozen: the first one still holds what it held, and the last one is the record's.
+    first, last = seen.totals[0], seen.totals[-1]
+    assert first.charged_j["cpu"] < last.charged_j["cpu"]
+    with pytest.raises(TypeError):
+        first.charged_j["cpu"] = 0.0  # type: ignore[index]
+    assert last.energy_j == pytest.approx(report.energy_j["total"])
+    assert last.co2e_g == pytest.approx(report.co2e_g)
+    # The meter's reset, the budget and the broken observer are events, each told once to each observer.
+    texts = [e.text for e in seen.events]
+    assert sum("counter reset" in t for t in texts) == 2
+    assert sum(e.kind == "budget" and "25" in e.text for e in seen.events) == 2
+    assert sum("Broken stopped: RuntimeError('renderer bug')" in t for t in texts) == 2
+    # The record: every warning event once, the budget in its own field and not as a warning.
+    assert sum("counter reset" in w for w in report.warnings) == 1
+    assert sum("Broken stopped" in w for w in report.warnings) == 1
+    assert not any(e.text in report.warnings for e in seen.events if e.kind == "budget")
+    assert "energy budget passed" in str(report.budget["exceeded"])

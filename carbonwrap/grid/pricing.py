@@ -7,8 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from carbonwrap.grid.series import Period, iso
-
-J_PER_KWH = 3.6e6
+from carbonwrap.summarise import co2e_g, kwh
 
 
 def _overlaps(ps: Sequence[Period], ends: list[float], start: float, end: float) -> Iterator[tuple[int, float]]:
@@ -54,13 +53,13 @@ def price(
         for i, frac in _overlaps(ps, ends, start, end):
             touched[i] = True
             per_period[i] += energy * frac
-            grams += energy * frac / J_PER_KWH * ps[i].g_per_kwh
+            grams += co2e_g(energy * frac, 1.0, ps[i].g_per_kwh)
             time_g += span * frac * ps[i].g_per_kwh
             live_frac += frac
             if ps[i].kind == "actual":
                 actual_frac += frac
         live_frac = min(live_frac, 1.0)
-        grams += energy * (1.0 - live_frac) / J_PER_KWH * table_g_per_kwh
+        grams += co2e_g(energy * (1.0 - live_frac), 1.0, table_g_per_kwh)
         time_g += span * (1.0 - live_frac) * table_g_per_kwh
         time_w += span
         w = energy if energy > 0 else span
@@ -68,7 +67,7 @@ def price(
         total_j += energy
         live_w += w * live_frac
         actual_w += w * min(actual_frac, 1.0)
-    mean = grams / (total_j / J_PER_KWH) if total_j > 0 else time_g / time_w if time_w > 0 else table_g_per_kwh
+    mean = grams / kwh(total_j) if total_j > 0 else time_g / time_w if time_w > 0 else table_g_per_kwh
     fields: dict[str, Any] = {
         "grid": "live",
         "provider": provider,

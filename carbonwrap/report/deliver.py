@@ -17,6 +17,7 @@ from carbonwrap.model import RunOptions, RunReport
 from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, say, stderr_is_terminal
 
 EXIT_RECORD = 1  # a requested record could not be written, when the command itself succeeded
+EXIT_INTERNAL = 70  # a finished run without an exit status: carbonwrap's bug (EX_SOFTWARE)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -31,12 +32,13 @@ class Outcome:
 def exit_status(report: RunReport, record_failed: bool) -> int:
     """SPEC section 2: the command's status, 1 for a lost record, else what the budget decided (3 for
     --on-budget fail, budget.Budget.exit_status); 1 wins over 3."""
-    if report.exit_code != 0:
-        return report.exit_code
+    code = report.exit_code if report.exit_code is not None else EXIT_INTERNAL
+    if code != 0:
+        return code
     if record_failed:
         return EXIT_RECORD
     status = report.budget.get("exit_status") if report.budget else None
-    return status if isinstance(status, int) else report.exit_code
+    return status if isinstance(status, int) else code
 
 
 def _stop_requested() -> Callable[[float], bool]:
@@ -61,7 +63,7 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None, series:
         rec = record.to_record(report)
     except Exception as e:  # our bug: nothing to write, the status still passes through
         say(f"carbonwrap: internal error, no record could be made: {e!r}\n")
-        return Outcome(report.exit_code, report.signal)
+        return Outcome(exit_status(report, False), report.signal)
     failed = _write_records(options, rec, series)
     if failed:
         for msg in failed:

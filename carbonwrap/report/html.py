@@ -9,6 +9,7 @@ from typing import Any
 
 from carbonwrap.model import DOMAINS, Sample
 from carbonwrap.report.svg import Band, Line, esc, line_chart, num, page, row, table
+from carbonwrap.summarise import co2e_g
 
 MAX_POINTS = 2000
 # One point: t_s (end), dt_s, machine J x3, charged J x3, g_per_kwh x dt_s, CO2e g, g_per_kwh (last).
@@ -59,7 +60,7 @@ class Series:
 
     def _add(self, t_s: float, dt: float, m: list[float], c: list[float], g: float) -> None:
         self.intervals += 1
-        co2 = sum(c) * self.pue / 3.6e6 * g
+        co2 = co2e_g(sum(c), self.pue, g)
         p = [t_s, dt, *m, *c, g * dt, co2, g]
         if self._pending is None:
             self._pending, self._pending_n = p, 1

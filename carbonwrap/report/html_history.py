@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from carbonwrap.model import DOMAINS
+from carbonwrap.report.record import record_methods
 from carbonwrap.report.svg import Line, bar_chart, esc, line_chart, num, row, table
 from carbonwrap.report.svg import page as html_page
+from carbonwrap.summarise import kwh
 
 TOP_LABELS = 7  # the largest labels by CO2e keep their own stack; the rest are "other"
 MAX_RUN_CHARTS = 20
@@ -152,7 +154,7 @@ def _totals(runs: Sequence[Mapping[str, Any]], mixed: bool) -> str:
     groups: dict[str, dict[str, float]] = {}
     totals: dict[str, dict[str, float]] = {}
     for r in runs:
-        est = any(s.get("method") == "estimated" for s in r.get("sensors") or [])
+        est = record_methods(r)["total"] == "estimated"
         e = r.get("energy_j") or {}
         tot_j = sum(_f(e.get(d)) for d in DOMAINS if e.get(d) is not None)
         for key, bucket in ((_group(r, mixed), groups), (f"total [{r.get('scope')}]" if mixed else "total", totals)):
@@ -162,7 +164,7 @@ def _totals(runs: Sequence[Mapping[str, Any]], mixed: bool) -> str:
             g["dur"] += _f(r.get("duration_s"))
             g["cpu_s"] += _f(r.get("cpu_time_s"))
             g["co2"] += _f(r.get("co2e_g"))
-            g["kwh"] += tot_j * _f(r.get("pue") or 1) / 3.6e6
+            g["kwh"] += kwh(tot_j, _f(r.get("pue") or 1))
             for d in DOMAINS:
                 if e.get(d) is not None:
                     g[d] = g.get(d, 0.0) + _f(e.get(d))

@@ -1,38 +1,34 @@
-"""What watches a run while it goes: the live panel, progress lines, periodic pushes, the samples file and
-the HTML page's series. Each is a callable (sample, meter); the session switches off one that fails."""
+"""What watches a run while it goes: the live panel, progress lines, periodic pushes, budget notices, the
+samples file and the HTML page's series.
+
+An observer is told when the run has `started`, every sample with the run's `Totals` so far (`sampled`),
+every event (`noted`), and that it has `finished`. It sees frozen values, never the meter. The session
+switches off one that fails, with a warning in the record."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from carbonwrap.meter import Meter
-from carbonwrap.model import DOMAINS, RunOptions, Sample, co2e_g
+from carbonwrap.model import Event, RunOptions, Sample, SensorInfo
 from carbonwrap.report import say
-
-Observer = Callable[[Sample, Meter], None]
-
-
-def fan_out(observers: list[Observer]) -> Observer | None:
-    """One observer that calls each; a failing one is dropped with a warning, the others go on."""
-    if not observers:
-        return None
-    live = list(observers)
-
-    def each(sample: Sample, meter: Meter) -> None:
-        for o in list(live):
-            try:
-                o(sample, meter)
-            except Exception as e:
-                live.remove(o)
-                meter.warnings.append(f"{getattr(o, '__qualname__', 'an observer')} stopped: {e!r}")
-
-    return each
+from carbonwrap.summarise import Totals
 
 
-def charged_so_far(options: RunOptions, meter: Meter) -> tuple[float, float]:
-    total = sum(meter.charged_j.values())
-    return total, co2e_g(total, options.pue, options.intensity.g_per_kwh)
+class Observer:
+    """The four things a run tells its observers; each does nothing unless overridden."""
+
+    def started(self) -> None:
+        pass
+
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        pass
+
+    def noted(self, event: Event) -> None:
+        pass
+
+    def finished(self) -> None:
+        pass
 
 
 def every(period_s: float) -> Callable[[float], bool]:
@@ -49,89 +45,89 @@ def every(period_s: float) -> Callable[[float], bool]:
     return due
 
 
-def panel_update(options: RunOptions, panel: Any, phases: Any = None) -> Observer:
-    from carbonwrap.report.summary import format_energy
+class PanelUpdate(Observer):
+    """The live panel's figures: charged power per domain, the totals, the phase and the prediction."""
 
-    def on_sample(sample: Sample, meter: Meter) -> None:
+    def __init__(self, panel: Any, phases: Any = None) -> None:
+        self.panel, self.phases = panel, phases
+
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        from carbonwrap.report.summary import format_energy
+
+        phases = self.phases
         if phases is not None:
             p = phases.prediction()
             guess = f", predicted {format_energy(p['predicted_energy_j'])}" if p else ""
-            panel.status = f"[{phases.current}{guess}]" if phases.current != "main" or p else ""
+            self.panel.status = f"[{phases.current}{guess}]" if phases.current != "main" or p else ""
         dt = sample.dt_s or 1.0
         charged_w = {d: j / dt for d, j in sample.charged_j.items()}
         machine_w = sum(sample.machine_j.values()) / dt
-        panel.update(sample.t_s, charged_w, *charged_so_far(options, meter), machine_w=machine_w)
-
-    return on_sample
+        self.panel.update(sample.t_s, charged_w, totals.energy_j, totals.co2e_g, machine_w=machine_w)
 
 
-def progress_lines(options: RunOptions, prediction: Callable[[], dict[str, float] | None] | None = None) -> Observer:
+class ProgressLines(Observer):
     """One plain line every --progress seconds, for logs; with the predicted total once progress is marked."""
-    from carbonwrap.report.summary import format_energy, format_mass
 
-    due = every(options.progress_s or 1.0)
+    def __init__(self, options: RunOptions, prediction: Callable[[], dict[str, float] | None] | None = None) -> None:
+        self.due = every(options.progress_s or 1.0)
+        self.prediction = prediction
 
-    def on_sample(sample: Sample, meter: Meter) -> None:
-        if due(sample.t_s):
-            energy, co2 = charged_so_far(options, meter)
-            line = f"carbonwrap: {sample.t_s:.0f} s, {format_energy(energy)}, {format_mass(co2)} CO2e so far"
-            p = prediction() if prediction is not None else None
-            if p:
-                line += (
-                    f"; {100 * p['progress']:.0f} % done, predicted {format_energy(p['predicted_energy_j'])}, "
-                    f"{format_mass(p['predicted_co2e_g'])} CO2e in {p['predicted_duration_s']:.0f} s"
-                )
-            say(line + "\n")
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        from carbonwrap.report.summary import format_energy, format_mass
 
-    return on_sample
-
-
-def periodic_push(options: RunOptions, gateway: Any, sensors: list[dict[str, str]]) -> Observer:
-    """Pushes the totals so far every --push-interval seconds, off the loop."""
-    from carbonwrap.report.sinks import prometheus_text
-
-    due = every(options.push_interval_s)
-
-    def on_sample(sample: Sample, meter: Meter) -> None:
-        if due(sample.t_s):
-            gateway.push_in_background(prometheus_text(partial_record(options, meter, sample, sensors)))
-
-    return on_sample
+        if not self.due(sample.t_s):
+            return
+        energy, co2 = format_energy(totals.energy_j), format_mass(totals.co2e_g)
+        line = f"carbonwrap: {sample.t_s:.0f} s, {energy}, {co2} CO2e so far"
+        p = self.prediction() if self.prediction is not None else None
+        if p:
+            line += (
+                f"; {100 * p['progress']:.0f} % done, predicted {format_energy(p['predicted_energy_j'])}, "
+                f"{format_mass(p['predicted_co2e_g'])} CO2e in {p['predicted_duration_s']:.0f} s"
+            )
+        say(line + "\n")
 
 
-def partial_record(options: RunOptions, meter: Meter, sample: Sample, sensors: list[dict[str, str]]) -> dict[str, Any]:
-    """What the Prometheus families need, for a run still going: totals so far, no exit status yet."""
-    energy: dict[str, float | None] = {d: meter.charged_j.get(d) for d in DOMAINS}
-    machine: dict[str, float | None] = {d: meter.machine_j.get(d) for d in DOMAINS}
-    energy["total"] = sum(v for v in energy.values() if v is not None)
-    machine["total"] = sum(v for v in machine.values() if v is not None)
-    return {
-        "label": options.label,
-        "tags": dict(options.tags),
-        "scope": options.scope,
-        "energy_j": energy,
-        "machine_energy_j": machine,
-        "co2e_g": co2e_g(energy["total"] or 0.0, options.pue, options.intensity.g_per_kwh),
-        "sensors": sensors,
-        "duration_s": sample.t_s,
-        "cpu_time_s": sample.tree_cpu_s,
-        "exit_code": None,
-    }
+class PeriodicPush(Observer):
+    """Pushes the record of the run so far every --push-interval seconds, off the loop."""
+
+    def __init__(self, options: RunOptions, gateway: Any, sensors: Sequence[SensorInfo], run_id: str) -> None:
+        self.options, self.gateway, self.sensors, self.run_id = options, gateway, tuple(sensors), run_id
+        self.due = every(options.push_interval_s)
+
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        if self.due(sample.t_s):
+            from carbonwrap.report.record import to_record
+            from carbonwrap.report.sinks import prometheus_text
+            from carbonwrap.summarise import so_far
+
+            rec = to_record(so_far(self.options, totals, self.sensors, self.run_id))
+            self.gateway.push_in_background(prometheus_text(rec))
 
 
-def samples_file(writer: Any, phase: Callable[[], str], g_per_kwh: float) -> Observer:
+class BudgetNotices(Observer):
+    """A line on stderr the moment a budget is passed."""
+
+    def noted(self, event: Event) -> None:
+        if event.kind == "budget":
+            say(f"carbonwrap: {event.text}\n")
+
+
+class SamplesFile(Observer):
     """--samples: one row per interval, flushed as it goes."""
 
-    def on_sample(sample: Sample, meter: Meter) -> None:
-        writer.write(sample, phase(), g_per_kwh)
+    def __init__(self, writer: Any, phase: Callable[[], str], g_per_kwh: float) -> None:
+        self.writer, self.phase, self.g_per_kwh = writer, phase, g_per_kwh
 
-    return on_sample
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        self.writer.write(sample, self.phase(), self.g_per_kwh)
 
 
-def html_series(series: Any, g_per_kwh: float) -> Observer:
+class HtmlSeries(Observer):
     """The run page's time series, merged to a bounded number of points."""
 
-    def on_sample(sample: Sample, meter: Meter) -> None:
-        series.add(sample, g_per_kwh)
+    def __init__(self, series: Any, g_per_kwh: float) -> None:
+        self.series, self.g_per_kwh = series, g_per_kwh
 
-    return on_sample
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        self.series.add(sample, self.g_per_kwh)

@@ -10,46 +10,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from carbonwrap.model import RunReport
+from carbonwrap.model import DOMAINS, RunReport
 from carbonwrap.report.text import clean_text, escape_control, sanitise
+from carbonwrap.summarise import ENERGY_KEYS as _ENERGY_KEYS
+from carbonwrap.summarise import decide_methods, methods_from_sensors
 
 __all__ = ["CSV_COLUMNS", "SCHEMA", "escape_control", "from_row", "record_methods", "to_record", "to_row"]
 
 SCHEMA = "carbonwrap.run/1"
-DOMAINS = ("cpu", "dram", "gpu")
-_ENERGY_KEYS = (*DOMAINS, "total")
-
-
-def decide_methods(
-    domain_methods: Mapping[str, Iterable[str]], energy_j: Mapping[str, float | None]
-) -> dict[str, str | None]:
-    """The one rule for 'measured' / 'estimated' (SPEC.md section 3), which every renderer reads.
-
-    A domain that is absent (energy None) is None; a present domain is measured only when every part of it
-    was measured. The total is estimated when a present domain that was charged anything is estimated (when
-    nothing was charged, when any present domain is); None when no domain is present.
-    """
-    out: dict[str, str | None] = {}
-    for d in DOMAINS:
-        if energy_j.get(d) is None:
-            out[d] = None
-            continue
-        seen = set(domain_methods.get(d, ()))
-        out[d] = "measured" if seen == {"measured"} else "estimated"
-    present = [d for d in DOMAINS if out[d] is not None]
-    charged = [d for d in present if energy_j.get(d)] or present
-    if not present:
-        out["total"] = None
-    else:
-        out["total"] = "estimated" if any(out[d] == "estimated" for d in charged) else "measured"
-    return out
-
-
-def methods_from_sensors(sensors: Iterable[Mapping[str, Any]], energy_j: Mapping[str, float | None]) -> dict[str, Any]:
-    per_domain: dict[str, set[str]] = {}
-    for s in sensors:
-        per_domain.setdefault(str(s["domain"]), set()).add(str(s["method"]))
-    return decide_methods(per_domain, energy_j)
 
 
 def record_methods(rec: Mapping[str, Any]) -> dict[str, Any]:

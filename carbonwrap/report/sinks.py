@@ -17,6 +17,7 @@ from typing import Any
 from carbonwrap.report import files
 from carbonwrap.report.record import CSV_COLUMNS, escape_cell, record_methods, to_row
 from carbonwrap.report.text import clean_text, sanitise
+from carbonwrap.summarise import ENERGY_KEYS
 
 __all__ = ["SinkError", "escape_cell", "prometheus_text", "write"]
 
@@ -119,7 +120,7 @@ def prometheus_text(rec: dict[str, Any]) -> str:
     # method="estimated" wherever a modelled domain is in the figure: the record's one rule.
     method = record_methods(rec)
     energy: list[tuple[dict[str, str], float | None]] = []
-    for domain in ("cpu", "dram", "gpu", "total"):
+    for domain in ENERGY_KEYS:
         charged, machine = rec["energy_j"][domain], rec["machine_energy_j"][domain]
         how = {"method": method.get(domain) or "measured"}
         if charged is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import IO, Any
 
+from carbonwrap.model import DOMAINS
 from carbonwrap.report.text import escape_control
 
 # US EPA, "Greenhouse Gas Emissions from a Typical Passenger Vehicle": about 400 g CO2 per mile.
@@ -150,7 +151,7 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
 
     methods = record_methods(rec)
     scope = rec["scope"]
-    for d in ("cpu", "dram", "gpu"):
+    for d in DOMAINS:
         charged, machine = rec["energy_j"][d], rec["machine_energy_j"][d]
         if charged is None:
             continue

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from carbonwrap.model import Reading, SensorInfo
+from carbonwrap.model import Reading, SensorInfo, TreeUsage
 
 if TYPE_CHECKING:
     from carbonwrap.sensors.nvml import NvmlSensor
 
 
 class Sensor(Protocol):
-    """A source of readings. `info` says how each channel is measured, for the record."""
+    """A source of readings. `info` says how each channel is measured, for the record.
+
+    `read` gets the tree as scanned for this read: a channel that knows who used it (a GPU) takes the
+    tree's share from it. A sensor with something to say (a device that degraded) lists it in `notes`,
+    which the session empties after every read."""
 
     @property
     def info(self) -> Sequence[SensorInfo]: ...
 
-    def read(self) -> Sequence[Reading]: ...
+    def read(self, tree: TreeUsage) -> Sequence[Reading]: ...
 
     def close(self) -> None: ...
 
@@ -111,19 +115,19 @@ def _checked(r: Reading) -> Reading:
     ):
         if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= limit):
             why = f"implausible {name} value {str(value)[:40]}"
-            return Reading(r.domain, r.name, share=None if r.share is None else 0.0, error=why)
-    if r.share is not None and not (math.isfinite(r.share) and 0.0 <= r.share <= 1.0):
-        return Reading(r.domain, r.name, share=0.0, error=f"implausible share {str(r.share)[:40]}")
+            return Reading(r.domain, r.name, policy=r.policy, error=why)
+    if r.policy == "own share" and not (math.isfinite(r.share) and 0.0 <= r.share <= 1.0):
+        return Reading(r.domain, r.name, policy="own share", error=f"implausible share {str(r.share)[:40]}")
     return r
 
 
-def read_all(sensors: Sequence[Sensor]) -> list[Reading]:
+def read_all(sensors: Sequence[Sensor], tree: TreeUsage) -> list[Reading]:
     """Every sensor's readings; one that raises or returns garbage gives error readings for its own
     channels only, so the other domains go on (SPEC.md section 2)."""
     out: list[Reading] = []
     for s in sensors:
         try:
-            readings = list(s.read())
+            readings = list(s.read(tree))
         except Exception as e:
             why = f"{type(e).__name__}: {e}"[:200]
             try:
@@ -132,16 +136,30 @@ def read_all(sensors: Sequence[Sensor]) -> list[Reading]:
                 infos = []
             # A GPU channel carries its own share: 0 keeps a broken one from being charged by CPU share.
             readings = [
-                Reading(i.domain, i.name, share=0.0 if i.domain == "gpu" else None, error=f"read failed ({why})")
+                Reading(
+                    i.domain,
+                    i.name,
+                    policy="own share" if i.domain == "gpu" else "cpu share",
+                    error=f"read failed ({why})",
+                )
                 for i in infos
             ]
         out += [_checked(r) for r in readings]
     return out
 
 
-def open_gpu(
-    tree: Callable[[], Collection[int]], forced: bool, warnings: list[str], proc: Path = Path("/proc")
-) -> NvmlSensor | None:
+def take_notes(sensors: Sequence[object]) -> list[str]:
+    """What the sensors noted since the last call (a device that degraded), emptied as it is taken."""
+    out: list[str] = []
+    for s in sensors:
+        notes = getattr(s, "notes", None)
+        if isinstance(notes, list) and notes:
+            out += [str(n) for n in notes]
+            notes.clear()
+    return out
+
+
+def open_gpu(forced: bool, warnings: list[str], proc: Path = Path("/proc")) -> NvmlSensor | None:
     """The NVML sensor, or None where there is no GPU to measure (a warning says why when one was expected).
 
     Called before the launch and only when --gpu is given or the driver probe finds a driver: a GPU counter
@@ -155,7 +173,7 @@ def open_gpu(
         warnings.append("GPU: nvidia-ml-py is not installed (pip install nvidia-ml-py); GPU energy is not measured")
         return None
     try:
-        sensor = nvml.NvmlSensor(module, tree, warnings, proc=proc)
+        sensor = nvml.NvmlSensor(module, proc=proc)
     except module.NVMLError as e:
         code = getattr(e, "value", None)
         warnings.append(f"GPU: NVML could not start ({e}): {nvml.init_error_hint(code)}; GPU energy is not measured")
@@ -163,6 +181,7 @@ def open_gpu(
     except Exception as e:  # a broken binding must not stop the command from running
         warnings.append(f"GPU: NVML failed at start ({e!r}); GPU energy is not measured")
         return None
+    warnings += take_notes([sensor])  # what it found while opening (MIG mode, a device it cannot measure)
     if not sensor.gpus:
         sensor.close()
         if forced:

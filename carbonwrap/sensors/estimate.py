@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from carbonwrap.cputime import busy_total
-from carbonwrap.model import Reading, SensorInfo
+from carbonwrap.model import Reading, SensorInfo, TreeUsage
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cpu_power.json"
 DRAM_W_PER_GB = 0.392
@@ -153,7 +153,8 @@ class EstimateSensor:
         """Start the next utilisation window now (a standby model read only when a counter fails)."""
         self._last = psutil.cpu_times()
 
-    def read(self) -> list[Reading]:
+    def read(self, tree: TreeUsage | None = None) -> list[Reading]:
+        """The model of the whole machine; the meter charges the tree its share."""
         now = psutil.cpu_times()
         (b1, t1), (b0, t0) = busy_total(now), busy_total(self._last)
         busy, total = b1 - b0, t1 - t0
@@ -165,7 +166,11 @@ class EstimateSensor:
         if "dram" in self.domains:
             vm = psutil.virtual_memory()
             used = vm.total - vm.available
-            out.append(Reading("dram", "estimate", power_w=used / GB * DRAM_W_PER_GB, basis_bytes=used))
+            out.append(
+                Reading(
+                    "dram", "estimate", power_w=used / GB * DRAM_W_PER_GB, policy="resident share", basis_bytes=used
+                )
+            )
         return out
 
     def close(self) -> None:

@@ -11,14 +11,14 @@ import importlib
 import os
 import time
 import warnings as _warnings
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from carbonwrap.model import Device as GpuDevice
-from carbonwrap.model import Reading, SensorInfo
+from carbonwrap.model import Reading, SensorInfo, TreeUsage
 from carbonwrap.sensors.gpu import procfs, queries
 from carbonwrap.sensors.gpu.share import GpuState, Shares
 
@@ -135,22 +135,19 @@ class _Gpu(GpuState):
 class NvmlSensor:
     """GPU energy per device, and the tree's share of each, from NVML.
 
-    `tree` returns the pids of the command's process tree as last scanned. Anything that goes wrong with one
-    device, at the start or after it (lost, driver reloaded, a call refused, a binding that does not match
-    the driver), degrades that device with a warning appended to `warnings`; the run goes on.
+    Anything that goes wrong with one device, at the start or after it (lost, driver reloaded, a call
+    refused, a binding that does not match the driver), degrades that device with a line in `notes`, which
+    the session takes after every read; the run goes on.
     """
 
     def __init__(
         self,
         nvml: ModuleType,
-        tree: Callable[[], Collection[int]],
-        warnings: list[str],
         proc: Path = Path("/proc"),
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.nvml = nvml
-        self.tree = tree
-        self.warnings = warnings
+        self.notes: list[str] = []
         self.proc = proc
         self._closed = False
         self._tree_before: set[int] = set()
@@ -165,7 +162,7 @@ class NvmlSensor:
                 try:
                     self.gpus.append(self._open(i, since))
                 except Exception as e:
-                    warnings.append(
+                    self.notes.append(
                         f"GPU {i}: cannot be measured ({e or type(e).__name__}): it has neither an energy counter "
                         "nor a power reading NVML will give; its energy is not in the totals"
                     )
@@ -195,7 +192,7 @@ class NvmlSensor:
         except Exception:
             minor = None
         if mig:
-            self.warnings.append(
+            self.notes.append(
                 f"GPU {index} ({name}) is in MIG mode: carbonwrap measures the whole GPU and charges per device, "
                 "not per MIG instance"
             )
@@ -219,8 +216,8 @@ class NvmlSensor:
         """The devices as they stand now (a method switched or a note added mid-run shows here)."""
         return [g.info for g in self.gpus]
 
-    def read(self) -> Sequence[Reading]:
-        tree = set(self.tree())
+    def read(self, tree_usage: TreeUsage) -> Sequence[Reading]:
+        tree = set(tree_usage.pids)
         # A process seen in the tree at the previous scan may have finished with the GPU since.
         members = tree | self._tree_before
         self._tree_before = tree
@@ -232,13 +229,13 @@ class NvmlSensor:
         for g in self.gpus:
             try:
                 reading = self._read(g)
-                out.append(replace(reading, share=self.shares.share(g, g.handle, members)))
+                out.append(replace(reading, policy="own share", share=self.shares.share(g, g.handle, members)))
             except Exception as e:
                 why = str(e) or type(e).__name__
                 # The meter's warning says when; the device's entry in the record says why.
                 g.info = replace(g.info, note=f"stopped answering during the run ({why}): energy until then")
                 # share 0: nothing of this device is charged by CPU share instead (nor its idle power).
-                out.append(Reading("gpu", g.info.channel, share=0.0, error=f"NVML: {why}"))
+                out.append(Reading("gpu", g.info.channel, policy="own share", error=f"NVML: {why}"))
         return out
 
     def _read(self, g: _Gpu) -> Reading:
@@ -284,7 +281,7 @@ class NvmlSensor:
         g.info = replace(g.info, note=text)
         if key not in g.warned:
             g.warned.add(key)
-            self.warnings.append(f"GPU {g.info.index} ({g.info.name}): {text}")
+            self.notes.append(f"GPU {g.info.index} ({g.info.name}): {text}")
 
     def close(self) -> None:
         if not self._closed:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from carbonwrap.errors import SensorError
 from carbonwrap.meter import safe_period_s
-from carbonwrap.model import Reading, SensorInfo
+from carbonwrap.model import Reading, SensorInfo, TreeUsage
 
 Reader = Callable[[Path], str]
 # powercap counters are u64 microjoules (struct powercap_zone_ops.get_energy_uj): anything larger is garbage.
@@ -19,7 +19,7 @@ MAX_UJ = 2**64 - 1
 class Standby(Protocol):
     """The model that stands in for a counter that cannot be read (an EstimateSensor)."""
 
-    def read(self) -> Sequence[Reading]: ...
+    def read(self, tree: TreeUsage | None = None) -> Sequence[Reading]: ...
 
     def mark(self) -> None: ...
 
@@ -177,7 +177,8 @@ class RaplSensor:
         except OSError as e:
             raise SensorError(f"cannot read {path}: {e.strerror or e}") from None
 
-    def read(self) -> list[Reading]:
+    def read(self, tree: TreeUsage | None = None) -> list[Reading]:
+        """The counters; a RAPL zone is the whole socket, so the tree is not needed to read it."""
         out = []
         for z in self.zones:
             try:
