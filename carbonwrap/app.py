@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 from carbonwrap import session, spawn
 from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError, LaunchError
-from carbonwrap.model import RunOptions
+from carbonwrap.model import RunOptions, RunReport
 from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, observers, say, stderr_is_terminal
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
+from carbonwrap.session import isolated
 
 if TYPE_CHECKING:
     from carbonwrap.report.deliver import Outcome
@@ -46,7 +47,7 @@ def run(options: RunOptions) -> Outcome:
     env = spawn.child_environ(spawn.startup_environ(), add, remove=credential_env_names(os.environ))
     panel = None
     late: list[str] = []  # what went wrong after the run, for the record
-    writer = series = by_minute = None
+    watch = _Watch()
     try:
         panel = _panel(options, sensors)
 
@@ -60,52 +61,17 @@ def run(options: RunOptions) -> Outcome:
         )
         if marks is not None:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGIO})  # the command still gets the inherited mask
-            _isolated("waking on marks", lambda: marks.signal_on_input(signal.SIGIO), warnings)
+            isolated("waking on marks", lambda: marks.signal_on_input(signal.SIGIO), warnings)
         gpu = None
         if options.gpu is True or (options.gpu is None and nvidia_driver_present()):
             gpu = open_gpu(options.gpu is True, warnings)  # before the launch: the whole run
             if gpu is not None:
                 sensors.append(gpu)
-        budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
-        watch: list[observers.Observer] = [observers.BudgetNotices()]
-        gateway = None
-        if options.pushgateway:
-            from carbonwrap.report.push import Pushgateway
-
-            gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
-            watch.append(observers.PeriodicPush(options, gateway, [i for s in sensors for i in s.info], run_id))
-        if panel is not None:
-            watch.append(observers.PanelUpdate(panel, phases))
-        elif options.progress_s and not options.quiet:
-            watch.append(observers.ProgressLines(options, phases.prediction))
-        g_table = options.intensity.g_per_kwh
-        if options.samples:
-            from carbonwrap.report.samples import SamplesWriter
-
-            writer = _isolated_make("--samples", lambda: SamplesWriter(options.samples or "", run_id), warnings)
-            if writer is not None:
-                watch.append(observers.SamplesFile(writer, lambda: phases.current, g_table))
-        if any(o.lower().endswith(".html") for o in options.outputs):
-            from carbonwrap.report.html import Series
-
-            series = Series(pue=options.pue)
-            watch.append(observers.HtmlSeries(series, g_table))
-        launched = [0.0]
-        if options.grid == "live":
-            from carbonwrap import gridsteps
-
-            by_minute = gridsteps.EnergyByMinute(lambda: launched[0])
-            watch.append(by_minute)
+        watch.build(options, sensors, panel, phases, run_id, warnings)
         if panel is not None:
             panel.start()  # before the launch: no output of the command can come before the reserved rows
-        idle_w = None
-        if options.baseline_s > 0:
-            idle_w = _baseline(sensors, child, options.baseline_s, warnings)
-
-        def wall() -> float:
-            launched[0] = launched[0] or time.time()
-            return time.time()
-
+        idle_w = _baseline(sensors, child, options.baseline_s, warnings) if options.baseline_s > 0 else None
+        budget = Budget(options.max_co2e_g, options.max_energy_j, options.on_budget)
         try:
             report = session.run(
                 options,
@@ -114,13 +80,13 @@ def run(options: RunOptions) -> Outcome:
                 idle_w=idle_w,
                 warnings=warnings,
                 budget=budget if budget.active else None,
-                observers=watch,
+                observers=watch.observers,
                 devices=gpu.devices if gpu is not None else None,
                 run_id=run_id,
                 on_clock=panel.tick if panel is not None else None,
                 marks=marks,
                 phases=phases,
-                wall=wall,
+                wall=watch.wall,
                 on_exit=lambda: limit_stderr(STDERR_BUDGET_S),
             )
         except (CarbonwrapError, KeyboardInterrupt):
@@ -131,50 +97,97 @@ def run(options: RunOptions) -> Outcome:
             return _after_failure(child, e)  # a bug of ours must not cost the command its status
     finally:
         if panel is not None:
-            _isolated("the live panel", panel.stop, late)  # on every path: the command's end, its death, our failure
+            isolated("the live panel", panel.stop, late)  # on every path: the command's end, its death, our failure
         for s in sensors:
-            _isolated("closing a sensor", s.close, late)  # nvmlShutdown included
-        for closer in (marks, writer):
+            isolated("closing a sensor", s.close, late)  # nvmlShutdown included
+        for closer in (marks, watch.writer):
             if closer is not None:
-                _isolated("closing", closer.close, late)
+                isolated("closing", closer.close, late)
     extra_notes = [*(marks.warnings() if marks else []), *phases.warnings(), *late]
-    if writer is not None and writer.warning:
-        extra_notes.append(writer.warning)
+    if watch.writer is not None and watch.writer.warning:
+        extra_notes.append(watch.writer.warning)
     report = replace(report, warnings=(*report.warnings, *extra_notes))
     stopped = False
-    if by_minute is not None:
-        from carbonwrap import gridsteps
-
-        report, stopped = gridsteps.price_live(options, report, region, by_minute.intervals())
-        report = replace(report, phases=tuple(phases.phases(co2e_g=report.co2e_g)))
-        limit = options.max_co2e_g
-        if limit is not None and (report.co2e_g > limit) != bool(report.budget.get("exceeded")):
-            # The budget is watched during the run, with the only figure known then: the yearly table's.
-            side = "above" if report.co2e_g > limit else "below"
-            report = replace(
-                report,
-                warnings=(
-                    *report.warnings,
-                    f"the carbon budget was judged on the yearly figure during the run; the live price "
-                    f"({report.co2e_g:.4g} g) is {side} the {limit:.4g} g limit",
-                ),
-            )
+    if watch.by_minute is not None:
+        report, stopped = _priced_live(options, report, region, watch.by_minute, phases)
     if start is not None:
         from carbonwrap import gridsteps
 
         g = report.live.get("g_per_kwh")
         realised = float(g) if isinstance(g, int | float) and report.live.get("coverage") else None
-        report = replace(report, schedule=gridsteps.schedule_record(start, launched[0], realised))
+        report = replace(report, schedule=gridsteps.schedule_record(start, watch.launched, realised))
     from carbonwrap.report.deliver import present  # after the run: json, the sinks and the summary
 
-    return present(options, report, None if stopped else gateway, series=series)
+    return present(options, report, None if stopped else watch.gateway, series=watch.series)
 
 
-def _isolated(what: str, step: Callable[[], object], notes: list[str]) -> None:
-    try:
-        step()
-    except Exception as e:
-        notes.append(f"{what} failed: {e!r}")
+class _Watch:
+    """The observers of one run, and the parts of them that delivery needs afterwards."""
+
+    def __init__(self) -> None:
+        self.observers: list[observers.Observer] = [observers.BudgetNotices()]
+        self.gateway: Any = None
+        self.writer: Any = None
+        self.series: Any = None
+        self.by_minute: Any = None
+        self.launched = 0.0  # the launch's wall-clock time, once the session has taken it
+
+    def wall(self) -> float:
+        """The session's wall clock; its first call is the launch's."""
+        now = time.time()
+        self.launched = self.launched or now
+        return now
+
+    def build(
+        self, options: RunOptions, sensors: list[Any], panel: Any, phases: Any, run_id: str, warnings: list[str]
+    ) -> None:
+        watch = self.observers
+        if options.pushgateway:
+            from carbonwrap.report.push import Pushgateway
+
+            self.gateway = Pushgateway(options.pushgateway, os.uname().nodename, options.label)
+            watch.append(observers.PeriodicPush(options, self.gateway, [i for s in sensors for i in s.info], run_id))
+        if panel is not None:
+            watch.append(observers.PanelUpdate(panel, phases))
+        elif options.progress_s and not options.quiet:
+            watch.append(observers.ProgressLines(options, phases.prediction))
+        g_table = options.intensity.g_per_kwh
+        if options.samples:
+            from carbonwrap.report.samples import SamplesWriter
+
+            self.writer = _isolated_make("--samples", lambda: SamplesWriter(options.samples or "", run_id), warnings)
+            if self.writer is not None:
+                watch.append(observers.SamplesFile(self.writer, lambda: phases.current, g_table))
+        if any(o.lower().endswith(".html") for o in options.outputs):
+            from carbonwrap.report.html import Series
+
+            self.series = Series(pue=options.pue)
+            watch.append(observers.HtmlSeries(self.series, g_table))
+        if options.grid == "live":
+            from carbonwrap import gridsteps
+
+            self.by_minute = gridsteps.EnergyByMinute(lambda: self.launched)
+            watch.append(self.by_minute)
+
+
+def _priced_live(
+    options: RunOptions, report: RunReport, region: str | None, by_minute: Any, phases: Any
+) -> tuple[RunReport, bool]:
+    """--grid live: the run priced with the grid's figures for its minutes, the phases scaled to match."""
+    from carbonwrap import gridsteps
+
+    report, stopped = gridsteps.price_live(options, report, region, by_minute.intervals())
+    report = replace(report, phases=tuple(phases.phases(co2e_g=report.co2e_g)))
+    limit = options.max_co2e_g
+    if limit is not None and (report.co2e_g > limit) != bool(report.budget.get("exceeded")):
+        # The budget is watched during the run, with the only figure known then: the yearly table's.
+        side = "above" if report.co2e_g > limit else "below"
+        note = (
+            f"the carbon budget was judged on the yearly figure during the run; the live price "
+            f"({report.co2e_g:.4g} g) is {side} the {limit:.4g} g limit"
+        )
+        report = replace(report, warnings=(*report.warnings, note))
+    return report, stopped
 
 
 def _isolated_make(what: str, make: Callable[[], Any], notes: list[str]) -> Any:

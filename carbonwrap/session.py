@@ -18,7 +18,7 @@ from carbonwrap import attribution, summarise
 from carbonwrap.budget import Budget
 from carbonwrap.marks import Mark, MarksReader
 from carbonwrap.meter import Meter
-from carbonwrap.model import Device, Event, EventKind, RunOptions, RunReport, Sample
+from carbonwrap.model import Device, Event, EventKind, RunOptions, RunReport, Sample, TreeUsage
 from carbonwrap.phases import Phases
 from carbonwrap.runner import KILL_GRACE_S, Child
 from carbonwrap.sensors import Sensor, model_idle_w, read_all, read_period_s, take_notes
@@ -92,6 +92,16 @@ class _Journal:
                 self.add(Event(t, "warning", f"{type(o).__name__} stopped: {e!r}"))
 
 
+def isolated(what: str, step: Callable[[], object], notes: list[str], default: object = None) -> object:
+    """`step()`, or `default` with a line in `notes` when it fails: after the launch, one failing step must
+    cost a warning, never the record or the command's exit status."""
+    try:
+        return step()
+    except Exception as e:
+        notes.append(f"{what} failed: {e!r}")
+        return default
+
+
 def run(
     options: RunOptions,
     sensors: Sequence[Sensor],
@@ -118,225 +128,286 @@ def run(
     read when a mark arrives, so `phases` gets its boundaries exact to that read. `observers` see every
     sample, the final partial interval included, and every event.
     """
-    meter = Meter(options.scope, idle_w, model_idle_w(sensors))
     journal = _Journal(observers)
-    t0 = clock()  # the meter counts seconds from here, just before the launch
-    usage0 = child.usage(scan=False)
-    meter.prime(read_all(sensors, usage0), usage0, 0.0)
-    started = wall()
-    child.spawn()  # raises LaunchError: nothing measured
-    journal.tell("started")
-    k = 1
-    failure: str | None = None
-    exceeded: str | None = None
-    kill_at: float | None = None
-    last: Sample | None = None
-    pue, g_table = options.pue, options.intensity.g_per_kwh
-
-    def so_far(t_s: float, cpu_s: float) -> summarise.Totals:
-        return summarise.totals(t_s, meter.machine_j, meter.charged_j, cpu_s - usage0.cpu_s, pue, g_table)
-
-    def check_budget(now: float, totals: summarise.Totals) -> None:
-        nonlocal exceeded, kill_at
-        if budget is None or exceeded is not None:
-            return
-        exceeded = budget.exceeded(totals.energy_j, totals.co2e_g)
-        if exceeded is None:
-            return
-        journal.note(now - t0, "budget", exceeded)
-        if budget.on_budget == "kill" and child.status is None:
-            n = child.signal_tree(signal.SIGTERM)
-            kill_at = now + kill_grace_s
-            journal.note(
-                now - t0,
-                "warning",
-                f"{exceeded} at {now - t0:.1f} s: sent SIGTERM to the command's {n} process(es) (--on-budget kill)",
-            )
-
-    def kill_survivors(now: float) -> None:
-        nonlocal kill_at
-        if kill_at is not None and now >= kill_at:
-            n = child.signal_tree(signal.SIGKILL)
-            if n:
-                journal.note(
-                    now - t0, "warning", f"{n} process(es) outlived SIGTERM by {kill_grace_s:g} s: sent SIGKILL"
-                )
-            kill_at = None
-
-    def take(now: float, got: list[Mark]) -> None:
-        """Read every counter now, fold the interval into the meter, and hand the sample on."""
-        nonlocal failure, last
-        if failure is not None:
-            return  # measurement broke: keep waiting for the command, whose status must pass through
-        try:
-            tree = child.usage()
-            readings = read_all(sensors, tree)
-            last = meter.update(readings, tree, now - t0)
-            totals = so_far(last.t_s, last.tree_cpu_s)
-            if phases is not None:
-                phases.update(last.t_s, totals.charged_j, got)
-        except Exception as e:  # carbonwrap's failure must not cost the command
-            failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
-            return
-        for n in take_notes(sensors):
-            journal.note(now - t0, "degraded", n)
-        for event in last.events:
-            journal.add(event)
-        check_budget(now, totals)
-        journal.tell("sampled", last, totals)
-
-    def poll_marks() -> list[Mark]:
-        nonlocal marks
-        if marks is None:
-            return []
-        try:
-            return marks.poll()
-        except Exception as e:
-            marks = None
-            journal.note(clock() - t0, "warning", f"phase and progress marks stopped: {e!r}")
-            return []
-
-    def absorb(now: float) -> bool:
-        nonlocal failure
-        if failure is None:
-            try:
-                tree = child.usage()
-                meter.absorb(read_all(sensors, tree), tree, now - t0)
-            except Exception as e:
-                failure = f"measurement stopped at {now - t0:.1f} s: {e!r}; the totals cover the run until then"
-                return False
-            for n in take_notes(sensors):
-                journal.note(now - t0, "degraded", n)
-        return failure is None
-
-    # Counters are read often enough that none can wrap twice unseen, whatever --interval says (SPEC §3).
-    read_every = read_period_s(sensors)
-    if read_every is not None and read_every < MIN_READ_PERIOD_S:  # a garbage range must not spin the loop
-        journal.note(
-            0.0,
-            "warning",
-            f"a counter's range would need a read every {read_every:.3g} s, which no RAPL zone needs; "
-            f"reading every {MIN_READ_PERIOD_S:g} s instead (its energy may be wrong: check max_energy_range_uj)",
-        )
-        read_every = MIN_READ_PERIOD_S
-    next_read = t0 + read_every if read_every is not None and read_every < options.interval_s else None
-
-    def mark_read(now: float, got: list[Mark]) -> None:
-        if absorb(now) and phases is not None:
-            try:
-                phases.update(now - t0, dict(meter.charged_j), got)
-            except Exception as e:
-                journal.note(now - t0, "warning", f"phases stopped: {e!r}")
-
-    waiting: list[Mark] = []  # marks read but not yet applied (a read waits for its mark_gap)
-    mark_gap = min(1.0, max(0.05, options.interval_s / 10))
-    next_mark_read = t0
-    killing = False
-    next_clock = clock() + 1.0
-    while True:
-        tick = t0 + k * options.interval_s
-        wake = min(
-            tick,
-            kill_at if kill_at is not None else tick,
-            next_clock if on_clock else tick,
-            next_read if next_read is not None else tick,
-            max(next_mark_read, clock()) if any(m.kind == "phase" for m in waiting) else tick,
-        )
-        if child.wait(wake - clock()):
-            break
-        now = clock()
-        if next_read is not None and read_every is not None and now >= next_read and now < tick:
-            absorb(now)
-            next_read = now + read_every
-        killing = killing or kill_at is not None
-        kill_survivors(now)
-        if on_clock is not None and now >= next_clock:
-            next_clock = now + 1.0
-            try:
-                on_clock()
-            except Exception as e:
-                on_clock = None
-                journal.note(now - t0, "warning", f"live output stopped: {e!r}")
-        waiting += poll_marks()
-        if len(waiting) > 1 and not any(m.kind == "phase" for m in waiting):
-            waiting = waiting[-1:]  # progress marks waiting for the tick: only the latest can matter
-        if now < tick:
-            if any(m.kind == "phase" for m in waiting) and now >= next_mark_read:
-                # A phase boundary between ticks is exact to this read; a flood of marks costs at most one
-                # read per mark_gap, and folds into the interval's sample rather than adding rows.
-                mark_read(now, waiting)
-                waiting, next_mark_read = [], now + mark_gap
-            continue  # woken by a signal, the clock or the kill deadline before the tick
-        k = int((now - t0) / options.interval_s) + 1  # a late tick skips ahead, it does not drift
-        take(now, waiting)
-        waiting = []
-        if next_read is not None and read_every is not None:
-            next_read = now + read_every
+    loop = _Loop(options, sensors, child, journal, clock, budget, kill_grace_s, marks, phases, idle_w)
+    started = loop.launch(wall)  # raises LaunchError: nothing measured
+    loop.until_exit(on_clock)
     if on_exit is not None:
         on_exit()  # the command has exited: from here, what carbonwrap prints has a deadline
-    if killing or kill_at is not None:  # --on-budget kill: the whole tree goes, not just the command
-        give_up = clock() + kill_grace_s + 5.0
-        while child.tree_alive() and clock() < give_up:
-            kill_survivors(clock())
-            child.wait(0.05)
-    t_end = clock()
-    before_final = last
-    if failure is None:
-        take(t_end, waiting + poll_marks())
-        if failure is not None:
-            failure = failure.replace("measurement stopped", "the final read failed")
-    final = last if last is not before_final else None
+    loop.finish()
     ended = wall()
     journal.tell("finished")
-    late: list[str] = []  # after the command: each step on its own, so one failure cannot cost the record
-
-    def isolated(what: str, step: Callable[[], object], default: object = None) -> object:
-        try:
-            return step()
-        except Exception as e:
-            late.append(f"{what} failed: {e!r}")
-            return default
-
-    isolated("ending carbonwrap's helper process", child.close)
-    if failure is not None:
-        journal.note(t_end - t0, "warning", failure)
-    if final is not None:
-        cpu_s = final.tree_cpu_s - usage0.cpu_s
-    else:
-        cpu_s = float(isolated("the final CPU time", lambda: child.usage().cpu_s, usage0.cpu_s)) - usage0.cpu_s  # type: ignore[arg-type]
-    gpus: object = ()
-    if devices is not None:
-        gpus = isolated("the per-GPU figures", lambda: tuple(summarise.gpu_entries(devices(), meter.channel_j)), ())
-    shown: object = ((), None)
-    if phases is not None:
-        shown = isolated("the phases", lambda: (tuple(phases.phases()), phases.prediction()), ((), None))
-    assert child.status is not None
-    facts = summarise.RunFacts(
-        options=options,
-        id=run_id or uuid.uuid4().hex,
-        started_at=_utc(started),
-        ended_at=_utc(ended),
-        duration_s=t_end - t0,
-        status=child.status,
-        cpu_time_s=cpu_s,
-        machine_j=dict(meter.machine_j),
-        charged_j=dict(meter.charged_j),
-        sensors=tuple(meter.sensor_info(i for s in sensors for i in s.info)),
-        warnings=tuple(warnings),
-        events=tuple(journal.events),
-        late=(*_tree_notes(child), *late),
-        gpus=gpus,  # type: ignore[arg-type]
-        baseline_w=dict(idle_w or {}),
-        idle_w=meter.idle_record(),
-        budget=budget.outcome(exceeded, child.status[0]) if budget is not None else {},
-        phases=shown[0],  # type: ignore[index]
-        prediction=shown[1],  # type: ignore[index]
-        cwd=_cwd(),
-        host=os.uname().nodename,
-        parent_id=os.environ.get("CARBONWRAP_PARENT_ID") or None,  # i14: set by the enclosing run
-        host_info=_host_info(),
-    )
+    facts = loop.facts((started, ended), run_id or uuid.uuid4().hex, tuple(warnings), devices, idle_w)
     return summarise.summarise(facts)
+
+
+class _Loop:
+    """One run from the read before the launch to the read after the command's exit."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        sensors: Sequence[Sensor],
+        child: Child,
+        journal: _Journal,
+        clock: Callable[[], float],
+        budget: Budget | None,
+        kill_grace_s: float,
+        marks: MarksReader | None,
+        phases: Phases | None,
+        idle_w: dict[str, float] | None,
+    ) -> None:
+        self.options, self.sensors, self.child, self.journal, self.clock = options, sensors, child, journal, clock
+        self.budget, self.kill_grace_s, self.marks, self.phases = budget, kill_grace_s, marks, phases
+        self.meter = Meter(options.scope, idle_w, model_idle_w(sensors))
+        self.t0 = 0.0  # the meter counts seconds from here, just before the launch
+        self.usage0 = TreeUsage(0.0, 0, 0, 0.0, 1)
+        self.failure: str | None = None  # measurement broke: the totals cover the run until then
+        self.exceeded: str | None = None
+        self.kill_at: float | None = None
+        self.killing = False
+        self.last: Sample | None = None
+        self.final: Sample | None = None  # the sample of the read after the command's exit
+        self.waiting: list[Mark] = []  # marks read but not yet applied (a read waits for its mark gap)
+        self.t_end = 0.0
+
+    def launch(self, wall: Callable[[], float]) -> float:
+        """The counters just before the launch, then the launch; returns its wall-clock time."""
+        self.t0 = self.clock()
+        self.usage0 = self.child.usage(scan=False)
+        self.meter.prime(read_all(self.sensors, self.usage0), self.usage0, 0.0)
+        started = wall()
+        self.child.spawn()
+        self.journal.tell("started")
+        return started
+
+    def note(self, now: float, text: str, kind: EventKind = "warning") -> None:
+        self.journal.note(now - self.t0, kind, text)
+
+    def until_exit(self, on_clock: Callable[[], None] | None) -> None:
+        """The drift-free tick loop: sleep in sigtimedwait until the tick, a signal, a mark or the exit."""
+        clock, t0, interval = self.clock, self.t0, self.options.interval_s
+        # Counters are read often enough that none can wrap twice unseen, whatever --interval says (SPEC §3).
+        period = self._read_period()
+        next_read = t0 + period if period is not None and period < interval else None
+        mark_gap = min(1.0, max(0.05, interval / 10))
+        next_mark_read = t0
+        next_clock = clock() + 1.0
+        k = 1
+        while True:
+            tick = t0 + k * interval
+            phase_waits = any(m.kind == "phase" for m in self.waiting)
+            wake = min(
+                tick,
+                self.kill_at if self.kill_at is not None else tick,
+                next_clock if on_clock else tick,
+                next_read if next_read is not None else tick,
+                max(next_mark_read, clock()) if phase_waits else tick,
+            )
+            if self.child.wait(wake - clock()):
+                return
+            now = clock()
+            if next_read is not None and now >= next_read and now < tick:
+                self.absorb(now)
+                next_read = now + (period or interval)
+            self.killing = self.killing or self.kill_at is not None
+            self.kill_survivors(now)
+            if on_clock is not None and now >= next_clock:
+                next_clock = now + 1.0
+                on_clock = self._tick_clock(on_clock, now)
+            self._collect_marks()
+            if now < tick:
+                if any(m.kind == "phase" for m in self.waiting) and now >= next_mark_read:
+                    # A phase boundary between ticks is exact to this read; a flood of marks costs at most one
+                    # read per mark_gap, and folds into the interval's sample rather than adding rows.
+                    self.mark_read(now)
+                    next_mark_read = now + mark_gap
+                continue  # woken by a signal, the clock or the kill deadline before the tick
+            k = int((now - t0) / interval) + 1  # a late tick skips ahead, it does not drift
+            self.take(now, self.waiting)
+            self.waiting = []
+            if next_read is not None:
+                next_read = now + (period or interval)
+
+    def _read_period(self) -> float | None:
+        period = read_period_s(self.sensors)
+        if period is not None and period < MIN_READ_PERIOD_S:  # a garbage range must not spin the loop
+            self.journal.note(
+                0.0,
+                "warning",
+                f"a counter's range would need a read every {period:.3g} s, which no RAPL zone needs; "
+                f"reading every {MIN_READ_PERIOD_S:g} s instead (its energy may be wrong: check max_energy_range_uj)",
+            )
+            period = MIN_READ_PERIOD_S
+        return period
+
+    def _tick_clock(self, on_clock: Callable[[], None], now: float) -> Callable[[], None] | None:
+        try:
+            on_clock()
+            return on_clock
+        except Exception as e:
+            self.note(now, f"live output stopped: {e!r}")
+            return None
+
+    def _collect_marks(self) -> None:
+        self.waiting += self.poll_marks()
+        if len(self.waiting) > 1 and not any(m.kind == "phase" for m in self.waiting):
+            self.waiting = self.waiting[-1:]  # progress marks waiting for the tick: only the latest can matter
+
+    def so_far(self, t_s: float, cpu_s: float) -> summarise.Totals:
+        o, m = self.options, self.meter
+        return summarise.totals(t_s, m.machine_j, m.charged_j, cpu_s - self.usage0.cpu_s, o.pue, o.intensity.g_per_kwh)
+
+    def check_budget(self, now: float, totals: summarise.Totals) -> None:
+        budget = self.budget
+        if budget is None or self.exceeded is not None:
+            return
+        self.exceeded = budget.exceeded(totals.energy_j, totals.co2e_g)
+        if self.exceeded is None:
+            return
+        self.note(now, self.exceeded, "budget")
+        if budget.on_budget == "kill" and self.child.status is None:
+            n = self.child.signal_tree(signal.SIGTERM)
+            self.kill_at = now + self.kill_grace_s
+            at = now - self.t0
+            self.note(
+                now, f"{self.exceeded} at {at:.1f} s: sent SIGTERM to the command's {n} process(es) (--on-budget kill)"
+            )
+
+    def kill_survivors(self, now: float) -> None:
+        if self.kill_at is not None and now >= self.kill_at:
+            n = self.child.signal_tree(signal.SIGKILL)
+            if n:
+                self.note(now, f"{n} process(es) outlived SIGTERM by {self.kill_grace_s:g} s: sent SIGKILL")
+            self.kill_at = None
+
+    def _stopped(self, now: float, e: Exception) -> None:
+        self.failure = f"measurement stopped at {now - self.t0:.1f} s: {e!r}; the totals cover the run until then"
+
+    def _sensor_notes(self, now: float) -> None:
+        for n in take_notes(self.sensors):
+            self.note(now, n, "degraded")
+
+    def take(self, now: float, got: list[Mark]) -> None:
+        """Read every counter now, fold the interval into the meter, and hand the sample on."""
+        if self.failure is not None:
+            return  # measurement broke: keep waiting for the command, whose status must pass through
+        try:
+            tree = self.child.usage()
+            sample = self.meter.update(read_all(self.sensors, tree), tree, now - self.t0)
+            totals = self.so_far(sample.t_s, sample.tree_cpu_s)
+            if self.phases is not None:
+                self.phases.update(sample.t_s, totals.charged_j, got)
+        except Exception as e:  # carbonwrap's failure must not cost the command
+            self._stopped(now, e)
+            return
+        self.last = sample
+        self._sensor_notes(now)
+        for event in sample.events:
+            self.journal.add(event)
+        self.check_budget(now, totals)
+        self.journal.tell("sampled", sample, totals)
+
+    def absorb(self, now: float) -> bool:
+        """Read every counter between samples; the next sample reports it as part of its interval."""
+        if self.failure is not None:
+            return False
+        try:
+            tree = self.child.usage()
+            self.meter.absorb(read_all(self.sensors, tree), tree, now - self.t0)
+        except Exception as e:
+            self._stopped(now, e)
+            return False
+        self._sensor_notes(now)
+        return True
+
+    def mark_read(self, now: float) -> None:
+        got, self.waiting = self.waiting, []
+        if self.absorb(now) and self.phases is not None:
+            try:
+                self.phases.update(now - self.t0, dict(self.meter.charged_j), got)
+            except Exception as e:
+                self.note(now, f"phases stopped: {e!r}")
+
+    def poll_marks(self) -> list[Mark]:
+        if self.marks is None:
+            return []
+        try:
+            return self.marks.poll()
+        except Exception as e:
+            self.marks = None
+            self.note(self.clock(), f"phase and progress marks stopped: {e!r}")
+            return []
+
+    def finish(self) -> None:
+        """After the command's exit: the tree's end under --on-budget kill, then the final read."""
+        clock = self.clock
+        if self.killing or self.kill_at is not None:  # --on-budget kill: the whole tree goes, not just the command
+            give_up = clock() + self.kill_grace_s + 5.0
+            while self.child.tree_alive() and clock() < give_up:
+                self.kill_survivors(clock())
+                self.child.wait(0.05)
+        self.t_end = clock()
+        before = self.last
+        if self.failure is None:
+            self.take(self.t_end, self.waiting + self.poll_marks())
+            if self.failure is not None:
+                self.failure = self.failure.replace("measurement stopped", "the final read failed")
+        self.final = self.last if self.last is not before else None
+
+    def facts(
+        self,
+        walls: tuple[float, float],
+        run_id: str,
+        warnings: tuple[str, ...],
+        devices: Callable[[], Sequence[Device]] | None,
+        idle_w: dict[str, float] | None,
+    ) -> summarise.RunFacts:
+        """What the run gathered; each step after the command on its own, so one failure cannot cost the record."""
+        late: list[str] = []
+        child, meter, c0 = self.child, self.meter, self.usage0.cpu_s
+        isolated("ending carbonwrap's helper process", child.close, late)
+        if self.failure is not None:
+            self.journal.note(self.t_end - self.t0, "warning", self.failure)
+        if self.final is not None:
+            cpu_s = self.final.tree_cpu_s - c0
+        else:
+            cpu_s = float(isolated("the final CPU time", lambda: child.usage().cpu_s, late, c0)) - c0  # type: ignore[arg-type]
+        gpus: object = ()
+        if devices is not None:
+            gpus = isolated(
+                "the per-GPU figures", lambda: tuple(summarise.gpu_entries(devices(), meter.channel_j)), late, ()
+            )
+        shown: object = ((), None)
+        if (phases := self.phases) is not None:
+            shown = isolated("the phases", lambda: (tuple(phases.phases()), phases.prediction()), late, ((), None))
+        assert child.status is not None
+        budget = self.budget
+        return summarise.RunFacts(
+            options=self.options,
+            id=run_id,
+            started_at=_utc(walls[0]),
+            ended_at=_utc(walls[1]),
+            duration_s=self.t_end - self.t0,
+            status=child.status,
+            cpu_time_s=cpu_s,
+            machine_j=dict(meter.machine_j),
+            charged_j=dict(meter.charged_j),
+            sensors=tuple(meter.sensor_info(i for s in self.sensors for i in s.info)),
+            warnings=warnings,
+            events=tuple(self.journal.events),
+            late=(*_tree_notes(child), *late),
+            gpus=gpus,  # type: ignore[arg-type]
+            baseline_w=dict(idle_w or {}),
+            idle_w=meter.idle_record(),
+            budget=budget.outcome(self.exceeded, child.status[0]) if budget is not None else {},
+            phases=shown[0],  # type: ignore[index]
+            prediction=shown[1],  # type: ignore[index]
+            cwd=_cwd(),
+            host=os.uname().nodename,
+            parent_id=os.environ.get("CARBONWRAP_PARENT_ID") or None,  # i14: set by the enclosing run
+            host_info=_host_info(),
+        )
 
 
 def _tree_notes(child: Child) -> list[str]:
