@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 # Above this share of the machine's CPU capacity busy during --baseline, the baseline is not an idle figure.
 BUSY_BASELINE_SHARE = 0.10
 
@@ -43,6 +45,22 @@ def charge(
 def resident_share(tree_rss_bytes: int, basis_bytes: int) -> float:
     """The tree's part of modelled memory power: its resident memory over the memory in use."""
     return _clamp01(tree_rss_bytes / basis_bytes) if basis_bytes > 0 else 0.0
+
+
+def device_share(samples: Mapping[int, float], mine: Collection[int], users: Collection[int]) -> float:
+    """The tree's part of one GPU's energy in an interval: its SM utilisation over all of the device's
+    processes'; without samples an equal split among the device's processes; 0 with nobody on it."""
+    total = sum(samples.values())
+    if total > 0:
+        return _clamp01(sum(v for p, v in samples.items() if p in mine) / total)
+    if users:
+        return _clamp01(sum(1 for p in users if p in mine) / len(users))
+    return 0.0
+
+
+def holder_share(held: Collection[int], mine: Collection[int]) -> float:
+    """The tree's part of a GPU whose driver lists no processes: its holders of the device node over all."""
+    return _clamp01(sum(1 for p in held if p in mine) / len(held)) if held else 0.0
 
 
 def baseline_warning(busy_s: float, capacity_s: float, idle_w: dict[str, float]) -> str | None:

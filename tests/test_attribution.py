@@ -144,3 +144,13 @@ def test_baseline_is_the_idle_power_charged_with(cw, tmp_path: Path) -> None:
     assert out["baseline_w"]["cpu"] == 0.0
     assert out["idle_w"]["cpu"] == {"w": 0.0, "source": "baseline"}
     assert 0 < out["energy_j"]["cpu"] <= 100.0 + 1e-6
+
+
+def test_a_gpu_is_shared_by_sm_utilisation_then_by_an_equal_split() -> None:
+    # The tree (pids 1, 2) and another job (9) on one device.
+    assert attribution.device_share({1: 30.0, 2: 10.0, 9: 40.0}, {1, 2}, {1, 2, 9}) == pytest.approx(0.5)
+    assert attribution.device_share({}, {1, 2}, {1, 2, 9}) == pytest.approx(2 / 3)  # no samples this interval
+    assert attribution.device_share({9: 0.0}, {1}, {1, 9}) == pytest.approx(0.5)  # only idle samples
+    assert attribution.device_share({}, {1}, set()) == 0.0  # nobody on the device
+    assert attribution.holder_share({1, 9, 10, 11}, {1, 2}) == pytest.approx(0.25)
+    assert attribution.holder_share(set(), {1}) == 0.0

@@ -139,62 +139,22 @@ def _gpu_line(g: dict[str, Any], scope: str) -> str:
 
 def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     """(heading, text) pairs of the summary, shared by the plain and the rich rendering."""
-    status = f"exit {rec['exit_code']}"
-    if rec["signal"] is not None:
-        status = f"killed by signal {rec['signal']} (exit {rec['exit_code']})"
-    out = [
-        ("command", shlex.join(rec["command"])),
-        ("status", status),
-        ("duration", f"{format_duration(rec['duration_s'])}, tree CPU time {rec['cpu_time_s']:.2f} s"),
-    ]
     from carbonwrap.report.record import record_methods  # i14: one rule for measured/estimated
 
     methods = record_methods(rec)
-    scope = rec["scope"]
-    for d in DOMAINS:
-        charged, machine = rec["energy_j"][d], rec["machine_energy_j"][d]
-        if charged is None:
-            continue
-        how = methods[d]
-        text = f"{format_energy(charged)}  {how}"
-        if scope != "machine":
-            text += f"  (whole machine {format_energy(machine)})"
-        out.append((d, text))
-        if d == "gpu":
-            out += [(f"GPU {g['index']}", _gpu_line(g, scope)) for g in rec.get("gpus", [])]
-    total, mtotal = rec["energy_j"]["total"], rec["machine_energy_j"]["total"]
-    share = f"{total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else "machine 0 J"
-    charged_to = "the command's process tree" if scope == "tree" else "the whole machine"
     # A total that contains a modelled domain is itself an estimate, and says so.
-    estimated_total = methods["total"] == "estimated"
-    tag = " (estimated)" if estimated_total else ""
-    line = f"{format_energy(total)}{tag} charged to {charged_to}"
-    if scope != "machine":
-        line += f", {share}"
-    if rec["pue"] != 1.0:
-        line += f"; x PUE {rec['pue']:g}"
-    out.append(("energy", line))
+    tag = " (estimated)" if methods["total"] == "estimated" else ""
+    out = [
+        ("command", shlex.join(rec["command"])),
+        ("status", _status(rec)),
+        ("duration", f"{format_duration(rec['duration_s'])}, tree CPU time {rec['cpu_time_s']:.2f} s"),
+        *_domain_lines(rec, methods),
+        ("energy", _energy_line(rec, tag)),
+    ]
     idle = idle_line(rec)
     if idle:
         out.append(("idle", idle))
-    it = rec["intensity"]
-    year = f", {it['year']}" if it["year"] else ""
-    if it["how"] == "default":
-        region = (
-            f"no region set: world average {it['g_per_kwh']:g} g/kWh ({it['source']}{year}). "
-            "Set one with --region CODE or CARBONWRAP_REGION; list them with 'carbonwrap regions'"
-        )
-    else:
-        where = f"{it['region']} {it['name'] or ''}".strip() if it["region"] else "fixed figure"
-        how = it["note"] or it["how"]
-        region = f"{where}: {it['g_per_kwh']:g} g/kWh ({it['source']}{year}) [{how}]"
-    if it.get("grid") == "live":
-        from carbonwrap.grid import describe
-
-        region = describe(it, it.get("region"))
-        if "lifecycle" not in str(it.get("basis") or ""):
-            region += " (direct emissions; the yearly figure is lifecycle: not comparable one-to-one)"
-    out.append(("region", region))
+    out.append(("region", region_line(rec["intensity"])))
     if rec.get("schedule"):
         from carbonwrap.grid.schedule import outcome
 
@@ -202,19 +162,78 @@ def lines(rec: dict[str, Any]) -> list[tuple[str, str]]:
     phases = rec.get("phases") or []
     if len(phases) > 1:
         out.append(("phases", ", ".join(f"{p['name']} {format_energy(p['energy_j']['total'])}" for p in phases)))
+    total = rec["energy_j"]["total"]
     out.append(("CO2e", f"{format_mass(rec['co2e_g'])}{tag}, {equivalent(rec['co2e_g'], total)}"))
     budget = budget_line(rec)
     if budget:
         out.append(("budget", budget))
-    estimated = [s for s in rec["sensors"] if s["method"] == "estimated"]
-    for s in estimated:
-        out.append(("estimated", f"{s['domain']}: {s['detail']}"))
-    if estimated:
-        out.append(("estimated", "run 'carbonwrap doctor' to see why and what would measure it instead"))
-    for w in rec["warnings"]:
-        out.append(("warning", w))
+    out += _notes(rec)
     # Arguments, labels and a descendant's comm may hold control characters: shown escaped, never sent raw.
     return [(head, escape_control(text)) for head, text in out]
+
+
+def _status(rec: dict[str, Any]) -> str:
+    if rec["signal"] is not None:
+        return f"killed by signal {rec['signal']} (exit {rec['exit_code']})"
+    return f"exit {rec['exit_code']}"
+
+
+def _domain_lines(rec: dict[str, Any], methods: dict[str, Any]) -> list[tuple[str, str]]:
+    """One line per measured domain, with the whole machine's figure beside the charged one; then the GPUs."""
+    out = []
+    scope = rec["scope"]
+    for d in DOMAINS:
+        charged, machine = rec["energy_j"][d], rec["machine_energy_j"][d]
+        if charged is None:
+            continue
+        text = f"{format_energy(charged)}  {methods[d]}"
+        if scope != "machine":
+            text += f"  (whole machine {format_energy(machine)})"
+        out.append((d, text))
+        if d == "gpu":
+            out += [(f"GPU {g['index']}", _gpu_line(g, scope)) for g in rec.get("gpus", [])]
+    return out
+
+
+def _energy_line(rec: dict[str, Any], tag: str) -> str:
+    total, mtotal = rec["energy_j"]["total"], rec["machine_energy_j"]["total"]
+    scope = rec["scope"]
+    charged_to = "the command's process tree" if scope == "tree" else "the whole machine"
+    line = f"{format_energy(total)}{tag} charged to {charged_to}"
+    if scope != "machine":
+        line += f", {total / mtotal:.0%} of the machine's {format_energy(mtotal)}" if mtotal else ", machine 0 J"
+    if rec["pue"] != 1.0:
+        line += f"; x PUE {rec['pue']:g}"
+    return line
+
+
+def region_line(it: dict[str, Any]) -> str:
+    """Where the intensity came from: the region and its figure, the world default with the fix, or the
+    live figures."""
+    if it.get("grid") == "live":
+        from carbonwrap.grid import describe
+
+        region = describe(it, it.get("region"))
+        if "lifecycle" not in str(it.get("basis") or ""):
+            region += " (direct emissions; the yearly figure is lifecycle: not comparable one-to-one)"
+        return region
+    year = f", {it['year']}" if it["year"] else ""
+    if it["how"] == "default":
+        return (
+            f"no region set: world average {it['g_per_kwh']:g} g/kWh ({it['source']}{year}). "
+            "Set one with --region CODE or CARBONWRAP_REGION; list them with 'carbonwrap regions'"
+        )
+    where = f"{it['region']} {it['name'] or ''}".strip() if it["region"] else "fixed figure"
+    return f"{where}: {it['g_per_kwh']:g} g/kWh ({it['source']}{year}) [{it['note'] or it['how']}]"
+
+
+def _notes(rec: dict[str, Any]) -> list[tuple[str, str]]:
+    """The estimated sensors with the way to measure them, then the warnings."""
+    estimated = [s for s in rec["sensors"] if s["method"] == "estimated"]
+    out = [("estimated", f"{s['domain']}: {s['detail']}") for s in estimated]
+    if estimated:
+        out.append(("estimated", "run 'carbonwrap doctor' to see why and what would measure it instead"))
+    return out + [("warning", w) for w in rec["warnings"]]
 
 
 def render(rec: dict[str, Any], stream: IO[str], *, short: bool = False, rich: bool = False) -> None:

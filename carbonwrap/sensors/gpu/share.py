@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from carbonwrap import attribution
 from carbonwrap.model import Device as GpuDevice
 from carbonwrap.sensors.gpu import procfs, queries
 
@@ -44,17 +45,8 @@ class Shares:
         self._holders = None  # scanned at most once per read, and only when a device needs it
 
     def share(self, g: GpuState, handle: Any, members: set[int]) -> float:
-        try:
-            procs = queries.processes(self.nvml, handle)
-        except queries.ImpossibleList as e:
-            self.note(
-                g,
-                "impossible",
-                f"the driver's process list is impossible (pids {e}): the binding and the driver disagree on "
-                "the size of a process entry; install an nvidia-ml-py that matches the driver (>= 12.535.108). "
-                "Shared by utilisation samples alone meanwhile",
-            )
-            procs = None
+        """The tree's share of this device's energy since the previous read."""
+        procs = self._processes(g, handle)
         sm = self._samples(g, handle, procs)
         if procs is None and not sm:
             return self._by_holders(g, members)
@@ -66,22 +58,52 @@ class Shares:
         g.prev_users = listed
         mine = self._match(users | set(sm or {}), members)
         if not mine and members and users:
-            unmatched = {p for p in users if not (self.proc / str(p)).exists()}
-            held = self._tree_holding(members, g.minor) if unmatched else 0
-            if held:
-                # The tree holds the device open, yet none of the driver's pids is ours: the driver speaks host
-                # pids into a container's PID namespace. Count the tree's holders among the device's processes.
-                self.note(
-                    g,
-                    "pidns",
-                    f"NVML reports pids ({', '.join(str(p) for p in sorted(unmatched)[:5])}) that this /proc does "
-                    "not show while the command holds the device open: carbonwrap seems to run in a container with "
-                    "its own PID namespace. Charged by an equal split among the device's processes; run the "
-                    "container with --pid=host for utilisation shares",
-                )
-                return min(1.0, held / max(len(users), 1))
-        # Samples count only for pids the process list knows, or the tree's: some drivers list processes in
-        # the caller's PID namespace but stamp samples with host pids, and those cannot be told apart.
+            by_namespace = self._other_namespace(g, users, members)
+            if by_namespace is not None:
+                return by_namespace
+        return attribution.device_share(self._usable(g, sm, procs, users, mine), mine, users)
+
+    def _processes(self, g: GpuState, handle: Any) -> queries.Processes | None:
+        try:
+            return queries.processes(self.nvml, handle)
+        except queries.ImpossibleList as e:
+            self.note(
+                g,
+                "impossible",
+                f"the driver's process list is impossible (pids {e}): the binding and the driver disagree on "
+                "the size of a process entry; install an nvidia-ml-py that matches the driver (>= 12.535.108). "
+                "Shared by utilisation samples alone meanwhile",
+            )
+            return None
+
+    def _other_namespace(self, g: GpuState, users: set[int], members: set[int]) -> float | None:
+        """The tree holds the device open, yet none of the driver's pids is ours: the driver speaks host pids
+        into a container's PID namespace. The tree's holders among the device's processes; None otherwise."""
+        unmatched = {p for p in users if not (self.proc / str(p)).exists()}
+        held = self._tree_holding(members, g.minor) if unmatched else 0
+        if not held:
+            return None
+        self.note(
+            g,
+            "pidns",
+            f"NVML reports pids ({', '.join(str(p) for p in sorted(unmatched)[:5])}) that this /proc does "
+            "not show while the command holds the device open: carbonwrap seems to run in a container with "
+            "its own PID namespace. Charged by an equal split among the device's processes; run the "
+            "container with --pid=host for utilisation shares",
+        )
+        return min(1.0, held / max(len(users), 1))
+
+    def _usable(
+        self,
+        g: GpuState,
+        sm: dict[int, float] | None,
+        procs: queries.Processes | None,
+        users: set[int],
+        mine: set[int],
+    ) -> dict[int, float]:
+        """The samples to share by. They count only for pids the process list knows, or the tree's: some
+        drivers list processes in the caller's PID namespace but stamp samples with host pids, and those
+        cannot be told apart."""
         usable = {p: v for p, v in (sm or {}).items() if procs is None or p in users or p in mine}
         if sum(usable.values()) > 0:
             g.last_sm = usable
@@ -89,12 +111,7 @@ class Shares:
             # No fresh sample (the driver samples every 1/6 to 1 s): the last distribution still holds for
             # the processes still on the device.
             usable = {p: v for p, v in g.last_sm.items() if procs is None or p in users}
-        total = sum(usable.values())
-        if total > 0:
-            return sum(v for p, v in usable.items() if p in mine) / total
-        if users:
-            return len(users & mine) / len(users)  # no samples: an equal split among its processes
-        return 0.0  # nobody on the device: the tree did not use it
+        return usable
 
     def _samples(self, g: GpuState, handle: Any, procs: queries.Processes | None) -> dict[int, float] | None:
         got = queries.utilisation(self.nvml, handle, g.last_seen_us)
@@ -158,4 +175,4 @@ class Shares:
             f"no process information from the driver: charged by an equal split among the processes holding "
             f"{node} open{unseen}",
         )
-        return len(mine) / len(held)
+        return attribution.holder_share(held, members)
