@@ -41,27 +41,12 @@ def run(options: RunOptions) -> Outcome:
 
     marks = _isolated_make("phase and progress marks", MarksReader, warnings)
     phases = Phases(options.pue, g_per_kwh=options.intensity.g_per_kwh)
-    add = {"CARBONWRAP_PARENT_ID": run_id, **({"CARBONWRAP_MARKS": marks.path} if marks is not None else {})}
-    from carbonwrap.credentials import credential_env_names
-
-    env = spawn.child_environ(spawn.startup_environ(), add, remove=credential_env_names(os.environ))
-    panel = None
     late: list[str] = []  # what went wrong after the run, for the record
     watch = _Watch()
+    panel = None
     try:
         panel = _panel(options, sensors)
-
-        def on_signal(sig: int) -> None:
-            if sig == signal.SIGWINCH and panel is not None:
-                panel.resize()
-
-        extra = [signal.SIGIO] if marks is not None else []
-        child = Child(
-            options.command, extra_signals=[*extra, *([signal.SIGWINCH] if panel else [])], on_signal=on_signal, env=env
-        )
-        if marks is not None:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGIO})  # the command still gets the inherited mask
-            isolated("waking on marks", lambda: marks.signal_on_input(signal.SIGIO), warnings)
+        child = _child(options, run_id, marks, panel, warnings)
         gpu = None
         if options.gpu is True or (options.gpu is None and nvidia_driver_present()):
             gpu = open_gpu(options.gpu is True, warnings)  # before the launch: the whole run
@@ -96,17 +81,48 @@ def run(options: RunOptions) -> Outcome:
                 raise  # before the launch: the command line reports it, nothing ran
             return _after_failure(child, e)  # a bug of ours must not cost the command its status
     finally:
-        if panel is not None:
-            isolated("the live panel", panel.stop, late)  # on every path: the command's end, its death, our failure
-        for s in sensors:
-            isolated("closing a sensor", s.close, late)  # nvmlShutdown included
-        for closer in (marks, watch.writer):
-            if closer is not None:
-                isolated("closing", closer.close, late)
+        _close(panel, sensors, (marks, watch.writer), late)  # every path: the command's end, its death, our failure
     extra_notes = [*(marks.warnings() if marks else []), *phases.warnings(), *late]
     if watch.writer is not None and watch.writer.warning:
         extra_notes.append(watch.writer.warning)
     report = replace(report, warnings=(*report.warnings, *extra_notes))
+    return _deliver(options, report, region, watch, phases, start)
+
+
+def _child(options: RunOptions, run_id: str, marks: Any, panel: Any, warnings: list[str]) -> Child:
+    """The command as it will be launched: the environment it was started with, plus the run's id and the
+    marks path, less carbonwrap's own credentials; woken by marks and resizes as well as its signals."""
+    from carbonwrap.credentials import credential_env_names
+
+    add = {"CARBONWRAP_PARENT_ID": run_id, **({"CARBONWRAP_MARKS": marks.path} if marks is not None else {})}
+    env = spawn.child_environ(spawn.startup_environ(), add, remove=credential_env_names(os.environ))
+
+    def on_signal(sig: int) -> None:
+        if sig == signal.SIGWINCH and panel is not None:
+            panel.resize()
+
+    extra = [*([signal.SIGIO] if marks is not None else []), *([signal.SIGWINCH] if panel else [])]
+    child = Child(options.command, extra_signals=extra, on_signal=on_signal, env=env)
+    if marks is not None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGIO})  # the command still gets the inherited mask
+        isolated("waking on marks", lambda: marks.signal_on_input(signal.SIGIO), warnings)
+    return child
+
+
+def _close(panel: Any, sensors: list[Any], closers: tuple[Any, ...], late: list[str]) -> None:
+    if panel is not None:
+        isolated("the live panel", panel.stop, late)
+    for s in sensors:
+        isolated("closing a sensor", s.close, late)  # nvmlShutdown included
+    for closer in closers:
+        if closer is not None:
+            isolated("closing", closer.close, late)
+
+
+def _deliver(
+    options: RunOptions, report: RunReport, region: str | None, watch: _Watch, phases: Any, start: Any
+) -> Outcome:
+    """The steps after the run that may use the network (live pricing, the schedule's outcome), then delivery."""
     stopped = False
     if watch.by_minute is not None:
         report, stopped = _priced_live(options, report, region, watch.by_minute, phases)

@@ -163,6 +163,22 @@ def test_the_history_page_counts_each_run_once_and_not_a_nested_run_on_its_paren
     assert total[0] == "total" and total[1] == "3" and total[-2] == num(6.0)
 
 
+def test_the_history_page_calls_a_run_estimated_by_the_records_rule() -> None:
+    est = {"domain": "dram", "name": "estimate", "method": "estimated", "detail": ""}
+    measured = {"cpu": "measured", "dram": "estimated", "gpu": None, "total": "measured"}
+    estimated = {**measured, "total": "estimated"}
+    recs = [
+        # dram modelled but charged nothing: the total is measured, as the record says.
+        _record(id="a", label="m", energy_j={"cpu": 9.0, "dram": 0.0, "gpu": None, "total": 9.0}, methods=measured),
+        _record(id="b", label="e", methods=estimated),
+        _record(id="c", label="old", methods=None),  # an older record: the same rule over its sensors
+        {"id": "d", "label": "bare", "scope": "tree", "sensors": "junk"},  # a hostile one still draws
+    ]
+    recs[0]["sensors"] = recs[2]["sensors"] = [*recs[0]["sensors"], est]
+    rows = {r[0]: r for r in Dom.of(history_page(recs)).table("totals")}
+    assert [rows[k][2] for k in ("m", "e", "old", "bare")] == ["0 of 1", "1 of 1", "1 of 1", "0 of 1"]
+
+
 class Dom(HTMLParser):
     """The elements the tests look for, from a page or from Chromium's --dump-dom."""
 

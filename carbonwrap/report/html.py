@@ -124,15 +124,45 @@ def run_page(record: Mapping[str, Any], series: Series | None) -> str:
     pts = series.points() if series else []
     domains = [d for d in DOMAINS if record.get("energy_j", {}).get(d) is not None]
     unit, div = _time_unit(float(record.get("duration_s") or 0.0))
-    ts = [p.t_s / div for p in pts]
     label = str(record.get("label", ""))
-    it = record.get("intensity") or {}
+    phases = list(record.get("phases") or [])
+    bands = [Band(float(p["start_s"]) / div, float(p["end_s"]) / div, str(p["name"])) for p in phases]
+    axis = _Axis([p.t_s / div for p in pts], f"time ({unit})", bands)
+    cum = _cumulative(pts)
     body = [
-        f"<h1>carbonwrap: {esc(label)}</h1>",
+        _header(record, label),
+        _summary(record),
+        _power(label, domains, pts, axis),
+        _phases_table(phases, domains),
+        _intensity(pts, axis),
+        _cumulative_co2e(cum, axis),
+        _points_table(domains, pts, cum),
+        _warnings(record),
+    ]
+    return page(f"carbonwrap: {label}", body)
+
+
+@dataclass(frozen=True, slots=True)
+class _Axis:
+    """The time axis the run's charts share: the points' end times in the run's unit, and the phases as bands."""
+
+    ts: list[float]
+    x_label: str
+    bands: list[Band]
+
+
+def _header(record: Mapping[str, Any], label: str) -> str:
+    """The title, and what ran where and when."""
+    return (
+        f"<h1>carbonwrap: {esc(label)}</h1>"
         f'<p class="meta"><code>{esc(" ".join(map(str, record.get("command", []))))}</code><br>'
         f"{esc(record.get('host', ''))} · {esc(record.get('started_at', ''))} – {esc(record.get('ended_at', ''))}"
-        f" · exit {esc(record.get('exit_code'))} · id {esc(record.get('id', ''))}</p>",
-    ]
+        f" · exit {esc(record.get('exit_code'))} · id {esc(record.get('id', ''))}</p>"
+    )
+
+
+def _summary(record: Mapping[str, Any]) -> str:
+    """The energy per domain beside the run's other figures."""
     energy, machine, methods = (
         record.get("energy_j", {}),
         record.get("machine_energy_j", {}),
@@ -144,7 +174,19 @@ def run_page(record: Mapping[str, Any], series: Series | None) -> str:
     summary = table(
         "Energy, charged to the scope and of the whole machine", ["domain", "charged", "machine", "method"], rows
     )
-    facts = [
+    return (
+        '<h2>Summary</h2><div class="row"><div class="tables">'
+        + summary
+        + '</div><div class="tables">'
+        + table("The run", ["", "value"], _facts(record))
+        + "</div></div>"
+    )
+
+
+def _facts(record: Mapping[str, Any]) -> list[list[object]]:
+    """The rows of the run's table: time, scope, CO2e, intensity and, where there is one, the prediction."""
+    it = record.get("intensity") or {}
+    facts: list[list[object]] = [
         ["duration", f"{num(float(record.get('duration_s') or 0))} s"],
         ["CPU time", f"{num(float(record.get('cpu_time_s') or 0))} s"],
         ["scope", record.get("scope", "")],
@@ -164,27 +206,28 @@ def run_page(record: Mapping[str, Any], series: Series | None) -> str:
                 f"{num(pred['predicted_energy_j'])} J, {num(pred['predicted_co2e_g'])} g",
             ]
         )
-    body.append('<h2>Summary</h2><div class="row"><div class="tables">' + summary + '</div><div class="tables">')
-    body.append(table("The run", ["", "value"], facts) + "</div></div>")
+    return facts
 
-    phases = list(record.get("phases") or [])
-    bands = [Band(float(p["start_s"]) / div, float(p["end_s"]) / div, str(p["name"])) for p in phases]
+
+def _power(label: str, domains: Sequence[str], pts: Sequence[Point], axis: _Axis) -> str:
+    """Charged and machine power per domain over time, beside each line's peak and mean."""
     lines = []
     for i, d in enumerate(domains):
         cw = [p.charged_j.get(d, 0.0) / p.dt_s if p.dt_s > 0 else 0.0 for p in pts]
         mw = [p.machine_j.get(d, 0.0) / p.dt_s if p.dt_s > 0 else 0.0 for p in pts]
-        lines.append(Line(f"{d} charged", ts, cw, style=i * 2, width=2.2))
-        lines.append(Line(f"{d} machine", ts, mw, style=i * 2 + 1, width=1.2))
-    stats = []
-    for ln in lines:
-        stats.append([ln.name, num(max(ln.ys, default=0.0)), num(_mean(ln.ys, pts)), len(ln.ys)])
-    body.append("<h2>Power over time</h2>")
-    body.append(
-        row(
-            line_chart("power", f"Power of {label} over time, per domain", lines, f"time ({unit})", "W", bands),
-            table("Power per series", ["series", "peak W", "mean W", "points"], stats),
-        )
+        lines.append(Line(f"{d} charged", axis.ts, cw, style=i * 2, width=2.2))
+        lines.append(Line(f"{d} machine", axis.ts, mw, style=i * 2 + 1, width=1.2))
+    stats = [[ln.name, num(max(ln.ys, default=0.0)), num(_mean(ln.ys, pts)), len(ln.ys)] for ln in lines]
+    return "<h2>Power over time</h2>" + row(
+        line_chart("power", f"Power of {label} over time, per domain", lines, axis.x_label, "W", axis.bands),
+        table("Power per series", ["series", "peak W", "mean W", "points"], stats),
     )
+
+
+def _phases_table(phases: Sequence[Mapping[str, Any]], domains: Sequence[str]) -> str:
+    """Each phase's span, energy per domain, CO2e and share of the run's energy; nothing for a run without."""
+    if not phases:
+        return ""
     total_j = sum(float(p["energy_j"]["total"]) for p in phases) or 1.0
     prow = [
         [p["name"], num(p["start_s"]), num(p["end_s"])]
@@ -192,40 +235,50 @@ def run_page(record: Mapping[str, Any], series: Series | None) -> str:
         + [num(p["co2e_g"]), f"{100 * float(p['energy_j']['total']) / total_j:.1f} %"]
         for p in phases
     ]
-    if phases:
-        body.append(
-            '<div class="tables">'
-            + table("Phases", ["phase", "start s", "end s", *domains, "total", "CO2e g", "share"], prow, "phases")
-            + "</div>"
-        )
-    gl = [Line("g/kWh", ts, [p.g_per_kwh for p in pts], style=3)]
+    return (
+        '<div class="tables">'
+        + table("Phases", ["phase", "start s", "end s", *domains, "total", "CO2e g", "share"], prow, "phases")
+        + "</div>"
+    )
+
+
+def _intensity(pts: Sequence[Point], axis: _Axis) -> str:
+    """The grid intensity over time, beside its least, mean and most."""
+    gl = [Line("g/kWh", axis.ts, [p.g_per_kwh for p in pts], style=3)]
+    gs = [p.g_per_kwh for p in pts] or [0.0]
+    return "<h2>Grid intensity over time</h2>" + row(
+        line_chart("intensity", "Grid intensity over time", gl, axis.x_label, "gCO2e/kWh", axis.bands),
+        table(
+            "Intensity",
+            ["", "g/kWh"],
+            [["min", num(min(gs))], ["mean", num(sum(gs) / len(gs))], ["max", num(max(gs))]],
+        ),
+    )
+
+
+def _cumulative(pts: Sequence[Point]) -> list[float]:
+    """The CO2e so far at the end of each point."""
     cum, acc = [], 0.0
     for p in pts:
         acc += p.co2e_g
         cum.append(acc)
-    gs = [p.g_per_kwh for p in pts] or [0.0]
-    body.append("<h2>Grid intensity over time</h2>")
-    body.append(
-        row(
-            line_chart("intensity", "Grid intensity over time", gl, f"time ({unit})", "gCO2e/kWh", bands),
-            table(
-                "Intensity",
-                ["", "g/kWh"],
-                [["min", num(min(gs))], ["mean", num(sum(gs) / len(gs))], ["max", num(max(gs))]],
-            ),
-        )
-    )
+    return cum
+
+
+def _cumulative_co2e(cum: Sequence[float], axis: _Axis) -> str:
+    """The CO2e so far over time, beside what it was at each quarter of the points."""
     q = [cum[min(len(cum) - 1, round(f * (len(cum) - 1)))] for f in (0.25, 0.5, 0.75, 1.0)] if cum else []
     qrows = [[f"{k} of the run", f"{num(v)} g"] for k, v in zip(("1/4", "1/2", "3/4", "all"), q, strict=False)]
-    body.append("<h2>Cumulative CO2e</h2>")
-    body.append(
-        row(
-            line_chart(
-                "co2e", "Cumulative CO2e", [Line("CO2e g", ts, cum, style=4)], f"time ({unit})", "g CO2e", bands
-            ),
-            table("CO2e so far", ["", "CO2e"], qrows),
-        )
+    return "<h2>Cumulative CO2e</h2>" + row(
+        line_chart(
+            "co2e", "Cumulative CO2e", [Line("CO2e g", axis.ts, cum, style=4)], axis.x_label, "g CO2e", axis.bands
+        ),
+        table("CO2e so far", ["", "CO2e"], qrows),
     )
+
+
+def _points_table(domains: Sequence[str], pts: Sequence[Point], cum: Sequence[float]) -> str:
+    """Every point as a row, folded away."""
     head = [
         "t s",
         "dt s",
@@ -241,13 +294,17 @@ def run_page(record: Mapping[str, Any], series: Series | None) -> str:
         + [num(p.g_per_kwh), num(c)]
         for p, c in zip(pts, cum, strict=True)
     ]
-    body.append(
+    return (
         f"<details><summary>All {len(pts)} points as a table</summary>{table('Points', head, data, 'points')}</details>"
     )
+
+
+def _warnings(record: Mapping[str, Any]) -> str:
+    """The run's warnings as a list; nothing for a run without."""
     warnings = record.get("warnings") or []
-    if warnings:
-        body.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>")
-    return page(f"carbonwrap: {label}", body)
+    if not warnings:
+        return ""
+    return "<h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>"
 
 
 def _mean(ys: Sequence[float], pts: Sequence[Point]) -> float:

@@ -4,6 +4,7 @@ self-contained HTML file. No third-party imports."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from carbonwrap.model import DOMAINS
@@ -52,16 +53,52 @@ def _group(r: Mapping[str, Any], mixed: bool) -> str:
 
 
 def page(records: Sequence[Mapping[str, Any]], samples_by_id: Mapping[str, Any]) -> str:
+    """Many runs: CO2e per day by label, energy per day by domain, the totals, and a chart per run with samples."""
     runs, dupes, nested = counted(records)
     mixed = len({r.get("scope") for r in runs}) > 1
     days = sorted({str(r.get("started_at", ""))[:10] for r in runs})
+    co2, energy = _per_day(runs, mixed, days)
+    co2s = _Stacks.of(co2, (("g", 1.0), ("kg", 1e3), ("t", 1e6)))
+    energys = _Stacks.of(energy, (("J", 1.0), ("kJ", 1e3), ("MJ", 1e6), ("GJ", 1e9)))
+    body = [
+        _meta(len(runs), days, dupes, nested, mixed),
+        "<h2>CO2e per day, by label</h2>",
+        _day_chart("co2e-day", "CO2e per day, stacked by label", "CO2e", ("CO2e by label", "label"), days, co2s),
+        "<h2>Energy per day, by domain</h2>",
+        _day_chart(
+            "energy-day",
+            "Charged energy per day, stacked by domain",
+            "energy",
+            ("Energy by domain", "domain"),
+            days,
+            energys,
+        ),
+        _days_table(days, (co2s, energys)),
+        "<h2>Totals</h2>" + '<div class="tables">' + _totals(runs, mixed) + "</div>",
+        _run_charts(runs, samples_by_id),
+    ]
+    return html_page("carbonwrap: history", body)
+
+
+def _meta(runs: int, days: Sequence[str], dupes: int, nested: int, mixed: bool) -> str:
+    """The title, and what the page counts and what it leaves out."""
+    return (
+        "<h1>carbonwrap: history</h1>"
+        f'<p class="meta">{runs} runs over {len(days)} day(s)'
+        + (f", {days[0]} to {days[-1]}" if days else "")
+        + (f"; {dupes} duplicate record(s) counted once" if dupes else "")
+        + (f"; {nested} nested run(s) not added on top of their parent" if nested else "")
+        + ("; runs of scope tree and machine are listed apart" if mixed else "")
+        + ". Times are UTC.</p>"
+    )
+
+
+def _per_day(
+    runs: Sequence[Mapping[str, Any]], mixed: bool, days: Sequence[str]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """CO2e per day for the largest labels (the rest as "other"), and energy per day for each domain any run has."""
     index = {d: i for i, d in enumerate(days)}
-    by_label: dict[str, float] = {}
-    for r in runs:
-        by_label[_group(r, mixed)] = by_label.get(_group(r, mixed), 0.0) + _f(r.get("co2e_g"))
-    ranked = sorted(by_label, key=lambda k: (-by_label[k], k))
-    kept = ranked[:TOP_LABELS]
-    names = kept + (["other"] if len(ranked) > TOP_LABELS else [])
+    names = _labels(runs, mixed)
     co2 = {n: [0.0] * len(days) for n in names}
     energy = {d: [0.0] * len(days) for d in DOMAINS}
     present: set[str] = set()
@@ -74,79 +111,75 @@ def page(records: Sequence[Mapping[str, Any]], samples_by_id: Mapping[str, Any])
             if v is not None:
                 present.add(d)
                 energy[d][i] += _f(v)
-    doms = [d for d in DOMAINS if d in present]
-    top_g = max((sum(co2[n][i] for n in names) for i in range(len(days))), default=0.0)
-    gu, gdiv = _scale(top_g, (("g", 1.0), ("kg", 1e3), ("t", 1e6)))
-    top_j = max((sum(energy[d][i] for d in doms) for i in range(len(days))), default=0.0)
-    ju, jdiv = _scale(top_j, (("J", 1.0), ("kJ", 1e3), ("MJ", 1e6), ("GJ", 1e9)))
+    return co2, {d: energy[d] for d in DOMAINS if d in present}
 
-    body = [
-        "<h1>carbonwrap: history</h1>",
-        f'<p class="meta">{len(runs)} runs over {len(days)} day(s)'
-        + (f", {days[0]} to {days[-1]}" if days else "")
-        + (f"; {dupes} duplicate record(s) counted once" if dupes else "")
-        + (f"; {nested} nested run(s) not added on top of their parent" if nested else "")
-        + ("; runs of scope tree and machine are listed apart" if mixed else "")
-        + ". Times are UTC.</p>",
-        "<h2>CO2e per day, by label</h2>",
-    ]
-    label_rows = [[n, f"{num(sum(co2[n]) / gdiv)} {gu}"] for n in names]
-    body.append(
-        row(
-            bar_chart(
-                "co2e-day",
-                "CO2e per day, stacked by label",
-                days,
-                [(n, [v / gdiv for v in co2[n]]) for n in names],
-                f"CO2e ({gu})",
-            ),
-            table("CO2e by label", ["label", "CO2e"], label_rows),
-        )
+
+def _labels(runs: Sequence[Mapping[str, Any]], mixed: bool) -> list[str]:
+    """The TOP_LABELS labels with the most CO2e, largest first, and "other" where there are more."""
+    by_label: dict[str, float] = {}
+    for r in runs:
+        by_label[_group(r, mixed)] = by_label.get(_group(r, mixed), 0.0) + _f(r.get("co2e_g"))
+    ranked = sorted(by_label, key=lambda k: (-by_label[k], k))
+    return ranked[:TOP_LABELS] + (["other"] if len(ranked) > TOP_LABELS else [])
+
+
+@dataclass(frozen=True, slots=True)
+class _Stacks:
+    """Named per-day values, in the unit that suits the largest day's stack."""
+
+    values: dict[str, list[float]]
+    unit: str
+    div: float
+
+    @classmethod
+    def of(cls, values: dict[str, list[float]], units: Sequence[tuple[str, float]]) -> _Stacks:
+        days = len(next(iter(values.values()), []))
+        top = max((sum(v[i] for v in values.values()) for i in range(days)), default=0.0)
+        return cls(values, *_scale(top, units))
+
+
+def _day_chart(
+    chart_id: str, title: str, quantity: str, caption: tuple[str, str], days: Sequence[str], s: _Stacks
+) -> str:
+    """Stacked bars per day, beside each stack's total; caption is the table's caption and its first column."""
+    rows = [[k, f"{num(sum(v) / s.div)} {s.unit}"] for k, v in s.values.items()]
+    stacks = [(k, [x / s.div for x in v]) for k, v in s.values.items()]
+    return row(
+        bar_chart(chart_id, title, days, stacks, f"{quantity} ({s.unit})"),
+        table(caption[0], [caption[1], quantity], rows),
     )
-    body.append("<h2>Energy per day, by domain</h2>")
-    dom_rows = [[d, f"{num(sum(energy[d]) / jdiv)} {ju}"] for d in doms]
-    body.append(
-        row(
-            bar_chart(
-                "energy-day",
-                "Charged energy per day, stacked by domain",
-                days,
-                [(d, [v / jdiv for v in energy[d]]) for d in doms],
-                f"energy ({ju})",
-            ),
-            table("Energy by domain", ["domain", "energy"], dom_rows),
-        )
-    )
-    day_rows = [
-        [day, *(num(co2[n][i] / gdiv) for n in names), *(num(energy[d][i] / jdiv) for d in doms)]
-        for i, day in enumerate(days)
-    ]
-    body.append(
-        "<details><summary>Every day as a table</summary>"
-        + table("Per day", ["day", *(f"{n} {gu}" for n in names), *(f"{d} {ju}" for d in doms)], day_rows, "days")
-        + "</details>"
-    )
-    body.append("<h2>Totals</h2>" + '<div class="tables">' + _totals(runs, mixed) + "</div>")
+
+
+def _days_table(days: Sequence[str], stacks: Sequence[_Stacks]) -> str:
+    """Every day's stacks as a row, folded away."""
+    head = ["day", *(f"{k} {s.unit}" for s in stacks for k in s.values)]
+    rows = [[day, *(num(v[i] / s.div) for s in stacks for v in s.values.values())] for i, day in enumerate(days)]
+    return "<details><summary>Every day as a table</summary>" + table("Per day", head, rows, "days") + "</details>"
+
+
+def _run_charts(runs: Sequence[Mapping[str, Any]], samples_by_id: Mapping[str, Any]) -> str:
+    """Charged power over time for the first MAX_RUN_CHARTS runs with samples, each beside its figures."""
     charts = [(r, samples_by_id[str(r.get("id"))]) for r in runs if str(r.get("id")) in samples_by_id][:MAX_RUN_CHARTS]
-    if charts:
-        body.append("<h2>Runs with samples</h2>")
-    for k, (r, s) in enumerate(charts):
-        pts = s.points()
-        ts = [p.t_s for p in pts]
-        ys = [sum(p.charged_j.values()) / p.dt_s if p.dt_s > 0 else 0.0 for p in pts]
-        title = f"{r.get('label', '')} {str(r.get('started_at', ''))[:19]}"
-        stats: list[list[object]] = [
-            ["peak W", num(max(ys, default=0.0))],
-            ["points", len(ys)],
-            ["energy J", num(sum(sum(p.charged_j.values()) for p in pts))],
-        ]
-        body.append(
-            row(
-                line_chart(f"run{k}", f"Charged power of {title}", [Line("charged W", ts, ys)], "time (s)", "W"),
-                table(title, ["", "value"], stats),
-            )
-        )
-    return html_page("carbonwrap: history", body)
+    if not charts:
+        return ""
+    return "<h2>Runs with samples</h2>" + "".join(_run_chart(k, r, s) for k, (r, s) in enumerate(charts))
+
+
+def _run_chart(k: int, r: Mapping[str, Any], s: Any) -> str:
+    """One run's charged power over time, beside its peak, point count and energy."""
+    pts = s.points()
+    ts = [p.t_s for p in pts]
+    ys = [sum(p.charged_j.values()) / p.dt_s if p.dt_s > 0 else 0.0 for p in pts]
+    title = f"{r.get('label', '')} {str(r.get('started_at', ''))[:19]}"
+    stats: list[list[object]] = [
+        ["peak W", num(max(ys, default=0.0))],
+        ["points", len(ys)],
+        ["energy J", num(sum(sum(p.charged_j.values()) for p in pts))],
+    ]
+    return row(
+        line_chart(f"run{k}", f"Charged power of {title}", [Line("charged W", ts, ys)], "time (s)", "W"),
+        table(title, ["", "value"], stats),
+    )
 
 
 def _totals(runs: Sequence[Mapping[str, Any]], mixed: bool) -> str:

@@ -25,7 +25,9 @@ def record_methods(rec: Mapping[str, Any]) -> dict[str, Any]:
     m = rec.get("methods")
     if isinstance(m, dict) and set(m) >= set(_ENERGY_KEYS):
         return m
-    return methods_from_sensors(rec.get("sensors", ()), rec["energy_j"])
+    sensors = [x for x in rec.get("sensors") or () if isinstance(x, Mapping) and "domain" in x and "method" in x]
+    energy = rec.get("energy_j")
+    return methods_from_sensors(sensors, energy if isinstance(energy, Mapping) else {})
 
 
 def estimated_domains(sensors: Iterable[Mapping[str, Any]]) -> set[str]:
