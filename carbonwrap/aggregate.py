@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from carbonwrap.model import DOMAINS
-from carbonwrap.report.record import SCHEMA, record_methods
+from carbonwrap.report import record
 from carbonwrap.summarise import kwh as to_kwh
 
 GROUPINGS = ("label", "host", "day", "month", "region", "scope")
@@ -46,23 +45,6 @@ class Run:
     estimated: bool  # the record's methods say its total is an estimate
 
 
-def _text(v: Any, what: str, nullable: bool = False) -> Any:
-    if v is None and nullable:
-        return None
-    if not isinstance(v, str):
-        raise TypeError(f"{what} is not a string")
-    return v
-
-
-def _number(v: Any, what: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise TypeError(f"{what} is not a number")
-    f = float(v)
-    if not math.isfinite(f):
-        raise ValueError(f"{what} is not finite")
-    return f
-
-
 def parse_time(text: str) -> float:
     """Unix time of an ISO 8601 time; without an offset it is UTC."""
     t = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
@@ -71,35 +53,25 @@ def parse_time(text: str) -> float:
 
 def from_record(rec: Any) -> Run:
     """The Run of a record dict (from JSON, or from a CSV row by record.from_row); raises on anything malformed."""
-    if not isinstance(rec, dict):
-        raise TypeError("not a JSON object")
-    if rec.get("schema") != SCHEMA:
-        raise ValueError(f"not a {SCHEMA} record")
-    energy_in, it, tags = rec["energy_j"], rec["intensity"], rec["tags"]
-    if not isinstance(energy_in, dict) or not isinstance(it, dict) or not isinstance(tags, dict):
-        raise TypeError("energy_j, intensity and tags must be objects")
-    energy = tuple((d, _number(energy_in[d], f"energy_j.{d}")) for d in DOMAINS if energy_in.get(d) is not None)
-    command = rec.get("command") or []
-    if not isinstance(command, list):
-        raise TypeError("command is not a list")
-    methods = record_methods(rec)
+    r = record.from_record(rec)
+    methods = record.record_methods(rec)
     return Run(
-        id=_text(rec.get("id") or "", "id"),
-        parent_id=_text(rec.get("parent_id") or None, "parent_id", nullable=True),
-        label=_text(rec["label"], "label"),
-        host=_text(rec["host"], "host"),
-        started_ts=parse_time(_text(rec["started_at"], "started_at")),
-        scope=_text(rec.get("scope") or "tree", "scope"),
-        region=_text(it.get("region") or None, "intensity.region", nullable=True),
-        command=tuple(_text(c, "command") for c in command),
-        tags=tuple(sorted((_text(k, "tag"), str(v)) for k, v in tags.items())),
-        duration_s=_number(rec["duration_s"], "duration_s"),
-        cpu_time_s=_number(rec["cpu_time_s"], "cpu_time_s"),
-        energy_j=energy,
-        pue=_number(rec["pue"], "pue"),
-        co2e_g=_number(rec["co2e_g"], "co2e_g"),
-        g_per_kwh=_number(it["g_per_kwh"], "intensity.g_per_kwh"),
-        estimated=isinstance(methods, dict) and methods.get("total") == "estimated",
+        id=r.id,
+        parent_id=r.parent_id,
+        label=r.label,
+        host=r.host,
+        started_ts=parse_time(r.started_at),
+        scope=r.scope,
+        region=r.intensity.region,
+        command=r.command,
+        tags=tuple(sorted(r.tags.items())),
+        duration_s=r.duration_s,
+        cpu_time_s=r.cpu_time_s,
+        energy_j=tuple((d, v) for d in DOMAINS if (v := r.energy_j.get(d)) is not None),
+        pue=r.pue,
+        co2e_g=r.co2e_g,
+        g_per_kwh=float(g) if isinstance(g := r.live.get("g_per_kwh"), int | float) else r.intensity.g_per_kwh,
+        estimated=methods.get("total") == "estimated",
     )
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from carbonwrap.meter import Meter
 from carbonwrap.model import Event, Intensity, Reading, RunOptions, SensorInfo, TreeUsage
-from carbonwrap.report.record import to_record
+from carbonwrap.report.record import from_record, to_record
 from carbonwrap.report.sinks import prometheus_text
 from carbonwrap.summarise import RunFacts, Totals, so_far, summarise
 
@@ -73,3 +79,33 @@ def test_the_meters_events_ride_on_the_sample_of_their_interval() -> None:
     s2 = m.update([Reading("cpu", "p0", energy_j=160.0, wrap_j=1e6)], IDLE, 2.0)
     assert s2.events == ()  # the meter keeps no log: what went out with a sample is gone from it
     assert not hasattr(m, "warnings")
+
+
+def test_a_record_reads_back_as_the_report_it_was_written_from() -> None:
+    live = {"grid": "live", "provider": "neso", "zone": "GB", "coverage": 1.0, "g_per_kwh": 120.0}
+    live |= {"table_g_per_kwh": 44.0, "periods": []}
+    r = summarise(
+        _facts(
+            gpus=({"index": 0, "name": "H100", "energy_j": 5.0, "charged_j": 2.0, "method": "energy counter"},),
+            phases=({"name": "main", "start_s": 0.0, "end_s": 10.0, "energy_j": {"total": 1.8e6}, "co2e_g": 33.0},),
+            prediction={"at_s": 5.0, "progress": 0.5},
+            budget={"max_co2e_g": 1.0, "exceeded": "carbon budget passed", "exit_status": 0},
+            idle_w={"cpu": {"w": 3.0, "source": "model"}},
+            events=(Event(1.0, "warning", "w"),),
+            parent_id="p1",
+            host_info={"python": "3.11"},
+        )
+    )
+    r = replace(r, live=live, schedule={"waited_s": 3.0}, tags={"team": "ml"})
+    rec = to_record(r)
+    back = from_record(rec)
+    assert back == r  # every field, the live figures included
+    assert to_record(back) == rec
+
+
+def test_a_real_runs_record_round_trips(cw: Any, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    p = cw("--region", "FR", "--tag", "k=v", "-o", str(out), "--", sys.executable, "-c", "print(1)")
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(out.read_text())
+    assert to_record(from_record(rec)) == rec

@@ -8,14 +8,23 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, get_args
 
-from carbonwrap.model import DOMAINS, RunReport
+from carbonwrap.model import DOMAINS, How, Intensity, Method, RunReport, SensorInfo
 from carbonwrap.report.text import clean_text, escape_control, sanitise
 from carbonwrap.summarise import ENERGY_KEYS as _ENERGY_KEYS
 from carbonwrap.summarise import decide_methods, methods_from_sensors
 
-__all__ = ["CSV_COLUMNS", "SCHEMA", "escape_control", "from_row", "record_methods", "to_record", "to_row"]
+__all__ = [
+    "CSV_COLUMNS",
+    "SCHEMA",
+    "escape_control",
+    "from_record",
+    "from_row",
+    "record_methods",
+    "to_record",
+    "to_row",
+]
 
 SCHEMA = "carbonwrap.run/1"
 
@@ -87,6 +96,123 @@ def to_record(r: RunReport) -> dict[str, Any]:
     }
     out: dict[str, Any] = sanitise(rec)
     return out
+
+
+_TABLE_KEYS = ("region", "name", "year", "source", "how", "note")  # of `intensity`, the live fields aside
+
+
+def _text(v: Any, what: str, nullable: bool = False) -> Any:
+    if v is None and nullable:
+        return None
+    if not isinstance(v, str):
+        raise TypeError(f"{what} is not a string")
+    return v
+
+
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"{what} is not a number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise ValueError(f"{what} is not finite")
+    return f
+
+
+def _maybe_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _energies(obj: Any, what: str, strict: bool) -> dict[str, float | None]:
+    """An energy object: a number or null per key; a malformed figure raises when `strict`, else is null."""
+    out: dict[str, float | None] = {}
+    for k in _ENERGY_KEYS:
+        v = obj.get(k) if isinstance(obj, dict) else None
+        if v is None:
+            out[k] = None
+        elif strict and k != "total":  # the total is made again from the domains where it is unreadable
+            out[k] = _number(v, f"{what}.{k}")
+        else:
+            out[k] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+    return out
+
+
+def _dicts(v: Any) -> tuple[dict[str, Any], ...]:
+    return tuple(dict(x) for x in v if isinstance(x, dict)) if isinstance(v, list) else ()
+
+
+def _sensor(s: dict[str, Any]) -> SensorInfo:
+    method: Method = "measured" if s.get("method") == "measured" else "estimated"
+    return SensorInfo(str(s.get("domain", "")), str(s.get("name", "")), method, str(s.get("detail", "")))
+
+
+def from_record(rec: Any) -> RunReport:
+    """The RunReport of a record dict (from JSON, or from a CSV row by from_row): to_record's inverse.
+
+    Raises TypeError, ValueError or KeyError on anything malformed that a report totals (the energy charged,
+    the times, the intensity, the labels); what an older record or a CSV row lacks takes its default."""
+    if not isinstance(rec, dict):
+        raise TypeError("not a JSON object")
+    if rec.get("schema") != SCHEMA:
+        raise ValueError(f"not a {SCHEMA} record")
+    energy_in, it, tags = rec["energy_j"], rec["intensity"], rec["tags"]
+    if not isinstance(energy_in, dict) or not isinstance(it, dict) or not isinstance(tags, dict):
+        raise TypeError("energy_j, intensity and tags must be objects")
+    command = rec.get("command") or []
+    if not isinstance(command, list):
+        raise TypeError("command is not a list")
+    how: How = next((h for h in get_args(How) if h == it.get("how")), "flag")
+    priced = _number(it["g_per_kwh"], "intensity.g_per_kwh")
+    # With --grid live the record's figure is the live one, and the yearly table's is kept beside it.
+    live = {k: v for k, v in it.items() if k not in _TABLE_KEYS} if it.get("grid") == "live" else {}
+    table_g = live.get("table_g_per_kwh")
+    intensity = Intensity(
+        region=_text(it.get("region") or None, "intensity.region", nullable=True),
+        name=it.get("name") if isinstance(it.get("name"), str) else None,
+        g_per_kwh=_number(table_g, "intensity.table_g_per_kwh") if table_g is not None else priced,
+        year=_maybe_int(it.get("year")),
+        source=str(it.get("source") or ""),
+        how=how,
+        note=str(it.get("note") or ""),
+    )
+    energy = _energies(energy_in, "energy_j", strict=True)
+    if energy["total"] is None:
+        energy["total"] = sum(v for k, v in energy.items() if k != "total" and v is not None)
+    sensors = tuple(_sensor(s) for s in _dicts(rec.get("sensors")) if "domain" in s)
+    warnings = rec.get("warnings")
+    return RunReport(
+        id=_text(rec.get("id") or "", "id"),
+        label=_text(rec["label"], "label"),
+        command=tuple(_text(c, "command") for c in command),
+        cwd=str(rec.get("cwd") or ""),
+        host=_text(rec["host"], "host"),
+        started_at=_text(rec["started_at"], "started_at"),
+        ended_at=str(rec.get("ended_at") or ""),
+        duration_s=_number(rec["duration_s"], "duration_s"),
+        exit_code=_maybe_int(rec.get("exit_code")),
+        signal=_maybe_int(rec.get("signal")),
+        cpu_time_s=_number(rec["cpu_time_s"], "cpu_time_s"),
+        scope=_text(rec.get("scope") or "tree", "scope"),  # as the record says, for grouping
+        pue=_number(rec["pue"], "pue"),
+        energy_j=energy,
+        machine_energy_j=_energies(rec.get("machine_energy_j"), "machine_energy_j", strict=False),
+        co2e_g=_number(rec["co2e_g"], "co2e_g"),
+        intensity=intensity,
+        sensors=sensors,
+        gpus=_dicts(rec.get("gpus")),
+        warnings=tuple(str(w) for w in warnings) if isinstance(warnings, list) else (),
+        tags={_text(k, "tag"): str(v) for k, v in tags.items()},
+        baseline_w=dict(rec["baseline_w"]) if isinstance(rec.get("baseline_w"), dict) else {},
+        budget=dict(rec["budget"]) if isinstance(rec.get("budget"), dict) else {},
+        phases=_dicts(rec.get("phases")),
+        prediction=dict(rec["prediction"]) if isinstance(rec.get("prediction"), dict) else None,
+        schedule=dict(rec["schedule"]) if isinstance(rec.get("schedule"), dict) else None,
+        live=live,
+        idle_w={k: dict(v) for k, v in rec["idle_w"].items() if isinstance(v, dict)}
+        if isinstance(rec.get("idle_w"), dict)
+        else {},
+        parent_id=_text(rec.get("parent_id") or None, "parent_id", nullable=True),
+        host_info=dict(rec["host_info"]) if isinstance(rec.get("host_info"), dict) else {},
+    )
 
 
 # The CSV row: the same data flattened, in a fixed order. New columns go at the end (older files keep theirs).
