@@ -62,6 +62,18 @@ def test_meter_scopes_and_memory_share() -> None:
     assert s.charged_j == s.machine_j
 
 
+def test_a_command_shorter_than_one_interval_is_charged_its_peak_memory() -> None:
+    # Alive at neither end of the interval: the only figure left is the peak of its largest finished process.
+    dram = Reading("dram", "estimate", power_w=8.0, policy="resident share", basis_bytes=8_000)
+    m = Meter("tree")
+    m.prime([dram], _usage(0, 0), 0.0)
+    gone = TreeUsage(cpu_s=0.5, rss_bytes=0, reaped_peak_rss_bytes=2_000, machine_busy_s=1.0, threads=4)
+    s = m.update([dram], gone, 1.0)
+    assert s.charged_j["dram"] == pytest.approx(2.0)  # 8 J x 2,000 / 8,000
+    idle = TreeUsage(cpu_s=0.5, rss_bytes=0, reaped_peak_rss_bytes=2_000, machine_busy_s=2.0, threads=4)
+    assert m.update([dram], idle, 2.0).charged_j["dram"] == 0.0  # no CPU in the interval: nothing ran then
+
+
 def test_meter_with_idle_baseline() -> None:
     m = Meter("tree", idle_w={"cpu": 40.0})
     m.prime([Reading("cpu", "p0", energy_j=0.0)], _usage(0, 0), 0.0)

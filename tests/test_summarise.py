@@ -109,3 +109,19 @@ def test_a_real_runs_record_round_trips(cw: Any, tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     rec = json.loads(out.read_text())
     assert to_record(from_record(rec)) == rec
+
+
+def test_a_reports_mean_intensity_is_weighted_by_energy_at_the_meter() -> None:
+    from carbonwrap import aggregate
+
+    def run(kwh: float, g: float, pue: float) -> aggregate.Run:
+        it = Intensity("X", "x", g, 2024, "t", "flag")
+        o = RunOptions(command=("true",), intensity=it, pue=pue, label="job")
+        j = {"cpu": kwh * 3.6e6}
+        return aggregate.from_record(to_record(summarise(_facts(options=o, machine_j=j, charged_j=j))))
+
+    # 1 kWh at 100 g/kWh, then 1.5 kWh x PUE 2 at 300 g/kWh: 100 g + 900 g over 4 kWh from the grid.
+    rows, grand = aggregate.totals([run(1.0, 100.0, 1.0), run(1.5, 300.0, 2.0)], "label")
+    assert rows[0]["co2e_g"] == pytest.approx(1000.0)
+    assert rows[0]["mean_g_per_kwh"] == pytest.approx(250.0)  # not the plain mean of the runs, 200
+    assert grand[0]["mean_g_per_kwh"] == pytest.approx(250.0)

@@ -71,3 +71,15 @@ def test_carbonwraps_own_cpu_is_not_charged(cw, tmp_path: Path) -> None:
     r = cw("-q", "-i", "0.05", "-o", str(rec), "--", "sleep", "1")
     assert r.returncode == 0
     assert json.loads(rec.read_text())["cpu_time_s"] < 0.05
+
+
+def test_a_command_over_before_the_first_sample_is_charged_its_memory(cw, tmp_path: Path) -> None:
+    # 400 MB touched and freed well inside one 5 s interval: no scan ever sees it alive.
+    rec = tmp_path / "r.json"
+    burn = "b = bytearray(400 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n" + BURN.format(s=0.2)
+    r = cw("-q", "-i", "5", "-o", str(rec), "--", PY, "-c", burn)
+    assert r.returncode == 0, r.stderr
+    record = json.loads(rec.read_text())
+    assert record["duration_s"] < 5.0
+    assert record["energy_j"]["dram"] > 0.0, record  # its peak resident memory, from the kernel's ru_maxrss
+    assert record["energy_j"]["dram"] < record["machine_energy_j"]["dram"]

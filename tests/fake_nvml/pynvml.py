@@ -20,6 +20,7 @@ named by FAKE_NVML_CONFIG: {"driver": "550.54.15", "devices": [DEVICE, ...]}, wh
 
 "init_error": CODE at the top level makes nvmlInit fail with that code (no driver, no library).
 FAKE_NVML_LOG, when set, names a file that gets "init T" and "shutdown T" lines (T: time.time()).
+FAKE_NVML_IMPORT_LOG, when set, names a file that gets an "import T" line when this module is imported.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ def _load_env() -> None:
 
 
 _load_env()
+if os.environ.get("FAKE_NVML_IMPORT_LOG"):
+    with open(os.environ["FAKE_NVML_IMPORT_LOG"], "a") as _f:
+        _f.write(f"import {time.time()!r}\n")
 
 
 def _log(event: str) -> None:
