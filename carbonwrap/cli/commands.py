@@ -142,7 +142,9 @@ def report(files: tuple[str, ...], by: str, since: str | None, until: str | None
 
 def _is_samples(path: str) -> bool:
     """A --samples file (its first line names run_id and t_s), not a file of records."""
-    if path == "-" or not path.lower().endswith((".csv", ".jsonl")):
+    from carbonwrap.report.samples import SUFFIXES
+
+    if path == "-" or not path.lower().endswith(SUFFIXES):
         return False
     from carbonwrap.report import files
 

@@ -79,7 +79,11 @@ def valid_outputs(ctx: click.Context, param: click.Parameter, value: tuple[str, 
 
 
 def valid_samples(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and os.path.splitext(value)[1].lower() not in (".csv", ".jsonl"):
+    if value is None:
+        return None
+    from carbonwrap.report.samples import SUFFIXES  # only when --samples is given
+
+    if os.path.splitext(value)[1].lower() not in SUFFIXES:
         raise click.BadParameter(f"cannot tell the format of '{value}': end it in .csv or .jsonl")
     return value
 

@@ -15,6 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from carbonwrap.report.text import format_energy, format_mass
+
 FULL_SCREEN = frozenset(
     {
         "vi",
@@ -76,17 +78,6 @@ def sparkline(values: list[float], width: int) -> str:
     if top <= 0:
         return BLOCKS[0] * len(values)
     return "".join(BLOCKS[min(len(BLOCKS) - 1, int(v / top * (len(BLOCKS) - 1) + 0.5))] for v in values)
-
-
-def _fmt_j(j: float) -> str:
-    return f"{j / 3600:.3g} Wh" if j >= 3600 else f"{j:.3g} J"
-
-
-def _fmt_g(g: float) -> str:
-    for unit, k in (("kg", 1e3), ("g", 1.0), ("mg", 1e-3)):
-        if g >= k:
-            return f"{g / k:.3g} {unit}"
-    return f"{g / 1e-6:.3g} µg"
 
 
 class LivePanel:
@@ -210,7 +201,8 @@ class LivePanel:
         )
         domains = f"command {charged}  (machine {self.machine_w:.1f} W)" if charged else "waiting for the first sample"
         tag = " estimated" if self.estimated else ""
-        totals = f"energy {_fmt_j(self.energy_j)}{tag}  CO2e {_fmt_g(self.co2e_g)}{tag}  {self.region}"
+        energy, co2 = format_energy(self.energy_j, short=True), format_mass(self.co2e_g)
+        totals = f"energy {energy}{tag}  CO2e {co2}{tag}  {self.region}"
         status = f"  {self.status}" if self.status else ""
         if self.rows == 1:
             return [f"carbonwrap {clock}{status}  {domains}  {totals}"]

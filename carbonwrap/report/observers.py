@@ -52,7 +52,7 @@ class PanelUpdate(Observer):
         self.panel, self.phases = panel, phases
 
     def sampled(self, sample: Sample, totals: Totals) -> None:
-        from carbonwrap.report.summary import format_energy
+        from carbonwrap.report.text import format_energy
 
         phases = self.phases
         if phases is not None:
@@ -73,7 +73,7 @@ class ProgressLines(Observer):
         self.prediction = prediction
 
     def sampled(self, sample: Sample, totals: Totals) -> None:
-        from carbonwrap.report.summary import format_energy, format_mass
+        from carbonwrap.report.text import format_energy, format_mass
 
         if not self.due(sample.t_s):
             return

@@ -15,6 +15,8 @@ from typing import Any
 
 from carbonwrap.model import DOMAINS, Sample
 
+SUFFIXES = (".csv", ".jsonl")  # the two formats a samples file can have, told by its name
+
 COLUMNS = (
     "run_id",  # the run's id, in the first row only
     "t_s",
@@ -61,7 +63,7 @@ class SamplesWriter:
         self.warning: str | None = None
         self._fd = -1
         self._csv = path.lower().endswith(".csv")
-        if not (self._csv or path.lower().endswith(".jsonl")):
+        if not path.lower().endswith(SUFFIXES):
             self._off("the name must end in .csv or .jsonl")
             return
         try:

@@ -6,7 +6,9 @@ import shlex
 from typing import IO, Any
 
 from carbonwrap.model import DOMAINS
-from carbonwrap.report.text import escape_control
+from carbonwrap.report.text import escape_control, format_energy, format_mass
+
+__all__ = ["format_energy", "format_mass", "lines", "render"]
 
 # US EPA, "Greenhouse Gas Emissions from a Typical Passenger Vehicle": about 400 g CO2 per mile.
 CAR_G_PER_KM = 400 / 1.609344
@@ -14,24 +16,6 @@ CAR_G_PER_KM = 400 / 1.609344
 # a 10 W LED bulb instead (the draw of a common 800-lumen LED lamp).
 CAR_FROM_G = CAR_G_PER_KM / 10
 BULB_W = 10.0
-
-
-def format_mass(g: float) -> str:
-    for unit, scale in (("t", 1e6), ("kg", 1e3), ("g", 1.0), ("mg", 1e-3)):
-        if abs(g) >= scale:
-            return f"{g / scale:.3g} {unit}"
-    return f"{g / 1e-6:.3g} µg" if g else "0 g"
-
-
-def format_energy(j: float) -> str:
-    wh = j / 3600
-    if wh >= 1000:
-        return f"{wh / 1000:.3g} kWh"
-    if wh >= 1:
-        return f"{wh:.3g} Wh"
-    if j >= 1000:
-        return f"{j / 1000:.3g} kJ ({wh:.3g} Wh)"
-    return f"{j:.3g} J"
 
 
 def format_duration(s: float) -> str:

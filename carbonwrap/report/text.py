@@ -54,3 +54,25 @@ def sanitise(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [sanitise(v) for v in value]
     return clean_text(str(value))
+
+
+def format_mass(g: float) -> str:
+    """Grams in the unit that reads best, 3 significant figures: 12.3 kg, 450 mg."""
+    for unit, scale in (("t", 1e6), ("kg", 1e3), ("g", 1.0), ("mg", 1e-3)):
+        if abs(g) >= scale:
+            return f"{g / scale:.3g} {unit}"
+    return f"{g / 1e-6:.3g} µg" if g else "0 g"
+
+
+def format_energy(j: float, short: bool = False) -> str:
+    """Joules as kWh, Wh, kJ (with its Wh) or J; `short` for the live panel's narrow line: Wh or J only."""
+    wh = j / 3600
+    if short:
+        return f"{wh:.3g} Wh" if j >= 3600 else f"{j:.3g} J"
+    if wh >= 1000:
+        return f"{wh / 1000:.3g} kWh"
+    if wh >= 1:
+        return f"{wh:.3g} Wh"
+    if j >= 1000:
+        return f"{j / 1000:.3g} kJ ({wh:.3g} Wh)"
+    return f"{j:.3g} J"
