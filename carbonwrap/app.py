@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from carbonwrap import session, spawn
 from carbonwrap.budget import Budget
 from carbonwrap.errors import CarbonwrapError, LaunchError
-from carbonwrap.model import RunOptions, RunReport
+from carbonwrap.model import RunOptions
 from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, observers, say, stderr_is_terminal
 from carbonwrap.runner import Child
 from carbonwrap.sensors import nvidia_driver_present, open_gpu, open_sensors
@@ -24,6 +24,7 @@ from carbonwrap.session import isolated
 
 if TYPE_CHECKING:
     from carbonwrap.report.deliver import Outcome
+    from carbonwrap.summarise import RunReport
 
 
 def run(options: RunOptions) -> Outcome:

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from carbonwrap.summarise import J_PER_KWH
+from carbonwrap.model import J_PER_KWH
 
 # A number, then a unit. The unit is case-sensitive (SPEC.md section 1): mWh is milliwatt-hours, MWh
 # megawatt-hours. µ may be typed as the micro sign (U+00B5), the Greek mu (U+03BC) or 'u'.

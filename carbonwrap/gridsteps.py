@@ -9,14 +9,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbonwrap.errors import LaunchError
-from carbonwrap.model import RunOptions, RunReport, Sample
+from carbonwrap.model import RunOptions, Sample
 from carbonwrap.report import say
 from carbonwrap.report.observers import Observer
 from carbonwrap.signals import SignalWaiter, start_quietly
-from carbonwrap.summarise import Totals, co2e_g
+
+if TYPE_CHECKING:
+    from carbonwrap.summarise import RunReport, Totals
 
 STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BUCKET_S = 60.0  # live pricing needs the energy per minute of wall-clock time, not per tick: memory stays flat
@@ -189,5 +191,7 @@ def price_live(
     charged = sum(v for k, v in report.energy_j.items() if k != "total" and v is not None)
     priced = sum(j for _, _, j in intervals)
     # The buckets hold what the samples charged; any energy they missed is priced at the table figure.
+    from carbonwrap.summarise import co2e_g
+
     co2e = grams * options.pue + co2e_g(max(charged - priced, 0.0), options.pue, table_g)
     return replace(report, live=dict(fields), co2e_g=co2e, warnings=(*report.warnings, *warnings)), got is not None

@@ -1,11 +1,15 @@
-"""Frozen values passed between the modules. No third-party imports."""
+"""Frozen values passed between the modules. No third-party imports.
+
+The run's outcome, RunReport, is in carbonwrap.summarise with what makes it: nothing before the launch
+needs it, and each frozen dataclass costs about a millisecond to create at import."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 DOMAINS = ("cpu", "dram", "gpu")
+J_PER_KWH = 3.6e6
 
 Scope = Literal["tree", "machine"]
 Method = Literal["measured", "estimated"]
@@ -155,39 +159,3 @@ class RunOptions:
     samples: str | None = None  # --samples PATH: one row per interval (SPEC section 10.1)
     grid_region: str | None = None  # the region as given, for the live providers (GB-13, DK-DK1, em:...)
     summary: Literal["full", "short"] = "full"  # --summary
-
-
-@dataclass(frozen=True, slots=True)
-class RunReport:
-    """The outcome of one run; the record of SPEC.md section 5 is built from it."""
-
-    id: str
-    label: str
-    command: tuple[str, ...]
-    cwd: str
-    host: str
-    started_at: str
-    ended_at: str
-    duration_s: float
-    exit_code: int | None  # None only while the run is still going (a periodic push)
-    signal: int | None
-    cpu_time_s: float
-    scope: Scope
-    pue: float
-    energy_j: dict[str, float | None]
-    machine_energy_j: dict[str, float | None]
-    co2e_g: float
-    intensity: Intensity
-    sensors: tuple[SensorInfo, ...]
-    gpus: tuple[dict[str, object], ...] = ()
-    warnings: tuple[str, ...] = ()
-    tags: dict[str, str] = field(default_factory=dict)
-    baseline_w: dict[str, float] = field(default_factory=dict)
-    budget: dict[str, object] = field(default_factory=dict)  # limits, policy and what happened
-    phases: tuple[dict[str, object], ...] = ()  # SPEC section 10.2: the run starts in `main`
-    prediction: dict[str, float] | None = None  # from the latest progress mark
-    schedule: dict[str, object] | None = None  # SPEC section 9.1, when the start waited for a cleaner grid
-    live: dict[str, object] = field(default_factory=dict)  # SPEC section 8's intensity fields, with --grid live
-    idle_w: dict[str, dict[str, object]] = field(default_factory=dict)  # {domain: {w, source}} (SPEC.md §3)
-    parent_id: str | None = None  # the enclosing carbonwrap run's id (CARBONWRAP_PARENT_ID), if any
-    host_info: dict[str, object] = field(default_factory=dict)  # hostinfo.collect()

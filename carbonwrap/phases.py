@@ -9,7 +9,6 @@ from typing import Any
 
 from carbonwrap.marks import Mark
 from carbonwrap.model import DOMAINS
-from carbonwrap.summarise import co2e_g, energy_fields
 
 MAX_PHASES = 1000  # phase marks past this many are counted and ignored: the record stays bounded
 
@@ -60,6 +59,8 @@ class Phases:
         g_per_kwh: float | None = None,
     ) -> None:
         """`g_per_kwh`: the intensity of the interval since the previous update (the table figure when None)."""
+        from carbonwrap.summarise import co2e_g  # after the launch: the first sample imports it
+
         g = self.g_per_kwh if g_per_kwh is None else g_per_kwh
         before = sum(self._j.values())
         self._j = {d: float(v) for d, v in charged_j.items()}
@@ -79,6 +80,8 @@ class Phases:
     def phases(self, co2e_g: float | None = None) -> list[dict[str, Any]]:
         """The record's `phases`, up to the last update. Their energies sum to the charged totals. Given the
         record's `co2e_g`, the phases' CO2e is scaled to sum to it exactly (it may be priced after the run)."""
+        from carbonwrap.summarise import energy_fields
+
         self._now.end_s = self._t_s
         spans = [*self._done, self._now]
         ends = [p.start_j for p in spans[1:]] + [self._j]

@@ -14,17 +14,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from carbonwrap import attribution, summarise
+from carbonwrap import attribution
 from carbonwrap.budget import Budget
 from carbonwrap.marks import Mark, MarksReader
 from carbonwrap.meter import Meter
-from carbonwrap.model import Device, Event, EventKind, RunOptions, RunReport, Sample, TreeUsage
+from carbonwrap.model import Device, Event, EventKind, RunOptions, Sample, TreeUsage
 from carbonwrap.phases import Phases
 from carbonwrap.runner import KILL_GRACE_S, Child
 from carbonwrap.sensors import Sensor, model_idle_w, read_all, read_period_s, take_notes
 
 if TYPE_CHECKING:
+    from carbonwrap import summarise
     from carbonwrap.report.observers import Observer
+    from carbonwrap.summarise import RunReport
 
 
 def _utc(ts: float) -> str:
@@ -137,6 +139,8 @@ def run(
     loop.finish()
     ended = wall()
     journal.tell("finished")
+    from carbonwrap import summarise
+
     facts = loop.facts((started, ended), run_id or uuid.uuid4().hex, tuple(warnings), devices, idle_w)
     return summarise.summarise(facts)
 
@@ -255,6 +259,8 @@ class _Loop:
             self.waiting = self.waiting[-1:]  # progress marks waiting for the tick: only the latest can matter
 
     def so_far(self, t_s: float, cpu_s: float) -> summarise.Totals:
+        from carbonwrap import summarise  # after the launch: the first sample imports it
+
         o, m = self.options, self.meter
         return summarise.totals(t_s, m.machine_j, m.charged_j, cpu_s - self.usage0.cpu_s, o.pue, o.intensity.g_per_kwh)
 
@@ -364,6 +370,8 @@ class _Loop:
         idle_w: dict[str, float] | None,
     ) -> summarise.RunFacts:
         """What the run gathered; each step after the command on its own, so one failure cannot cost the record."""
+        from carbonwrap import summarise
+
         late: list[str] = []
         child, meter, c0 = self.child, self.meter, self.usage0.cpu_s
         isolated("ending carbonwrap's helper process", child.close, late)

@@ -12,12 +12,48 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
-from carbonwrap.model import DOMAINS, Device, Event, Method, RunOptions, RunReport, SensorInfo
+from carbonwrap.model import DOMAINS, J_PER_KWH, Device, Event, Intensity, Method, RunOptions, Scope, SensorInfo
 
-J_PER_KWH = 3.6e6
 ENERGY_KEYS = (*DOMAINS, "total")
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """The outcome of one run; the record of SPEC.md section 5 is built from it."""
+
+    id: str
+    label: str
+    command: tuple[str, ...]
+    cwd: str
+    host: str
+    started_at: str
+    ended_at: str
+    duration_s: float
+    exit_code: int | None  # None only while the run is still going (a periodic push)
+    signal: int | None
+    cpu_time_s: float
+    scope: Scope
+    pue: float
+    energy_j: dict[str, float | None]
+    machine_energy_j: dict[str, float | None]
+    co2e_g: float
+    intensity: Intensity
+    sensors: tuple[SensorInfo, ...]
+    gpus: tuple[dict[str, object], ...] = ()
+    warnings: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)
+    baseline_w: dict[str, float] = field(default_factory=dict)
+    budget: dict[str, object] = field(default_factory=dict)  # limits, policy and what happened
+    phases: tuple[dict[str, object], ...] = ()  # SPEC section 10.2: the run starts in `main`
+    prediction: dict[str, float] | None = None  # from the latest progress mark
+    schedule: dict[str, object] | None = None  # SPEC section 9.1, when the start waited for a cleaner grid
+    live: dict[str, object] = field(default_factory=dict)  # SPEC section 8's intensity fields, with --grid live
+    idle_w: dict[str, dict[str, object]] = field(default_factory=dict)  # {domain: {w, source}} (SPEC.md §3)
+    parent_id: str | None = None  # the enclosing carbonwrap run's id (CARBONWRAP_PARENT_ID), if any
+    host_info: dict[str, object] = field(default_factory=dict)  # hostinfo.collect()
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:
@@ -72,9 +108,9 @@ def methods_from_sensors(
     return decide_methods(per_domain, energy_j)
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
-    """The run so far, as observers see it: a snapshot, not the meter."""
+class Totals(NamedTuple):
+    """The run so far, as observers see it: a snapshot, not the meter. (NamedTuple, not a dataclass: it is
+    made after the launch, where a millisecond of class creation shows in carbonwrap's own time.)"""
 
     t_s: float
     machine_j: Mapping[str, float]
@@ -116,8 +152,7 @@ def gpu_entries(
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class RunFacts:
+class RunFacts(NamedTuple):
     """What one run gathered, as the session hands it over; `status` None for a run still going."""
 
     options: RunOptions
@@ -134,15 +169,15 @@ class RunFacts:
     events: tuple[Event, ...] = ()  # noted during the run, in order
     late: tuple[str, ...] = ()  # noted after the command: the tree's leftovers, signals passed on, failures
     gpus: tuple[dict[str, Any], ...] = ()
-    baseline_w: Mapping[str, float] = field(default_factory=dict)
-    idle_w: Mapping[str, dict[str, object]] = field(default_factory=dict)
-    budget: Mapping[str, object] = field(default_factory=dict)
+    baseline_w: Mapping[str, float] = _EMPTY
+    idle_w: Mapping[str, dict[str, object]] = _EMPTY
+    budget: Mapping[str, object] = _EMPTY
     phases: tuple[dict[str, object], ...] = ()
     prediction: dict[str, float] | None = None
     cwd: str = ""
     host: str = ""
     parent_id: str | None = None
-    host_info: Mapping[str, object] = field(default_factory=dict)
+    host_info: Mapping[str, object] = _EMPTY
 
 
 def summarise(f: RunFacts) -> RunReport:

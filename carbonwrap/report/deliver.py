@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from io import StringIO
 from typing import Any
 
-from carbonwrap.model import RunOptions, RunReport
+from carbonwrap.model import RunOptions
 from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, say, stderr_is_terminal
+from carbonwrap.summarise import RunReport
 
 EXIT_RECORD = 1  # a requested record could not be written, when the command itself succeeded
 EXIT_INTERNAL = 70  # a finished run without an exit status: carbonwrap's bug (EX_SOFTWARE)

@@ -8,11 +8,13 @@ switches off one that fails, with a warning in the record."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from carbonwrap.model import Event, RunOptions, Sample, SensorInfo
 from carbonwrap.report import say
-from carbonwrap.summarise import Totals
+
+if TYPE_CHECKING:  # the totals come after the launch, and so does the module that makes them
+    from carbonwrap.summarise import Totals
 
 
 class Observer:

@@ -10,10 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any, get_args
 
-from carbonwrap.model import DOMAINS, How, Intensity, Method, RunReport, SensorInfo
+from carbonwrap.model import DOMAINS, How, Intensity, Method, SensorInfo
 from carbonwrap.report.text import clean_text, escape_control, sanitise
 from carbonwrap.summarise import ENERGY_KEYS as _ENERGY_KEYS
-from carbonwrap.summarise import decide_methods, methods_from_sensors
+from carbonwrap.summarise import RunReport, decide_methods, methods_from_sensors
 
 __all__ = [
     "CSV_COLUMNS",
@@ -141,7 +141,7 @@ def _dicts(v: Any) -> tuple[dict[str, Any], ...]:
 
 
 def _sensor(s: dict[str, Any]) -> SensorInfo:
-    method: Method = "measured" if s.get("method") == "measured" else "estimated"
+    method: Method = next((m for m in get_args(Method) if m == s.get("method")), "estimated")
     return SensorInfo(str(s.get("domain", "")), str(s.get("name", "")), method, str(s.get("detail", "")))
 
 
