@@ -145,11 +145,32 @@ def _sensor(s: dict[str, Any]) -> SensorInfo:
     return SensorInfo(str(s.get("domain", "")), str(s.get("name", "")), method, str(s.get("detail", "")))
 
 
-def from_record(rec: Any) -> RunReport:
-    """The RunReport of a record dict (from JSON, or from a CSV row by from_row): to_record's inverse.
+def _object(v: Any) -> dict[str, Any] | None:
+    """A copy of a JSON object, or None for anything else."""
+    return dict(v) if isinstance(v, dict) else None
 
-    Raises TypeError, ValueError or KeyError on anything malformed that a report totals (the energy charged,
-    the times, the intensity, the labels); what an older record or a CSV row lacks takes its default."""
+
+def _intensity(it: dict[str, Any]) -> tuple[Intensity, dict[str, Any]]:
+    """The yearly table's Intensity and the live fields. With --grid live the record's figure is the live
+    one, and the table's is kept beside it."""
+    priced = _number(it["g_per_kwh"], "intensity.g_per_kwh")
+    live = {k: v for k, v in it.items() if k not in _TABLE_KEYS} if it.get("grid") == "live" else {}
+    table_g = live.get("table_g_per_kwh")
+    name = it.get("name")
+    intensity = Intensity(
+        region=_text(it.get("region") or None, "intensity.region", nullable=True),
+        name=name if isinstance(name, str) else None,
+        g_per_kwh=_number(table_g, "intensity.table_g_per_kwh") if table_g is not None else priced,
+        year=_maybe_int(it.get("year")),
+        source=str(it.get("source") or ""),
+        how=next((h for h in get_args(How) if h == it.get("how")), "flag"),
+        note=str(it.get("note") or ""),
+    )
+    return intensity, live
+
+
+def _shape(rec: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[Any]]:
+    """A record's energy, intensity, tags and command, once its schema and their types are checked."""
     if not isinstance(rec, dict):
         raise TypeError("not a JSON object")
     if rec.get("schema") != SCHEMA:
@@ -160,25 +181,21 @@ def from_record(rec: Any) -> RunReport:
     command = rec.get("command") or []
     if not isinstance(command, list):
         raise TypeError("command is not a list")
-    how: How = next((h for h in get_args(How) if h == it.get("how")), "flag")
-    priced = _number(it["g_per_kwh"], "intensity.g_per_kwh")
-    # With --grid live the record's figure is the live one, and the yearly table's is kept beside it.
-    live = {k: v for k, v in it.items() if k not in _TABLE_KEYS} if it.get("grid") == "live" else {}
-    table_g = live.get("table_g_per_kwh")
-    intensity = Intensity(
-        region=_text(it.get("region") or None, "intensity.region", nullable=True),
-        name=it.get("name") if isinstance(it.get("name"), str) else None,
-        g_per_kwh=_number(table_g, "intensity.table_g_per_kwh") if table_g is not None else priced,
-        year=_maybe_int(it.get("year")),
-        source=str(it.get("source") or ""),
-        how=how,
-        note=str(it.get("note") or ""),
-    )
+    return energy_in, it, tags, command
+
+
+def from_record(rec: Any) -> RunReport:
+    """The RunReport of a record dict (from JSON, or from a CSV row by from_row): to_record's inverse.
+
+    Raises TypeError, ValueError or KeyError on anything malformed that a report totals (the energy charged,
+    the times, the intensity, the labels); what an older record or a CSV row lacks takes its default."""
+    energy_in, it, tags, command = _shape(rec)
+    intensity, live = _intensity(it)
     energy = _energies(energy_in, "energy_j", strict=True)
     if energy["total"] is None:
         energy["total"] = sum(v for k, v in energy.items() if k != "total" and v is not None)
-    sensors = tuple(_sensor(s) for s in _dicts(rec.get("sensors")) if "domain" in s)
     warnings = rec.get("warnings")
+    idle = _object(rec.get("idle_w")) or {}
     return RunReport(
         id=_text(rec.get("id") or "", "id"),
         label=_text(rec["label"], "label"),
@@ -197,21 +214,19 @@ def from_record(rec: Any) -> RunReport:
         machine_energy_j=_energies(rec.get("machine_energy_j"), "machine_energy_j", strict=False),
         co2e_g=_number(rec["co2e_g"], "co2e_g"),
         intensity=intensity,
-        sensors=sensors,
+        sensors=tuple(_sensor(s) for s in _dicts(rec.get("sensors")) if "domain" in s),
         gpus=_dicts(rec.get("gpus")),
         warnings=tuple(str(w) for w in warnings) if isinstance(warnings, list) else (),
         tags={_text(k, "tag"): str(v) for k, v in tags.items()},
-        baseline_w=dict(rec["baseline_w"]) if isinstance(rec.get("baseline_w"), dict) else {},
-        budget=dict(rec["budget"]) if isinstance(rec.get("budget"), dict) else {},
+        baseline_w=_object(rec.get("baseline_w")) or {},
+        budget=_object(rec.get("budget")) or {},
         phases=_dicts(rec.get("phases")),
-        prediction=dict(rec["prediction"]) if isinstance(rec.get("prediction"), dict) else None,
-        schedule=dict(rec["schedule"]) if isinstance(rec.get("schedule"), dict) else None,
+        prediction=_object(rec.get("prediction")),
+        schedule=_object(rec.get("schedule")),
         live=live,
-        idle_w={k: dict(v) for k, v in rec["idle_w"].items() if isinstance(v, dict)}
-        if isinstance(rec.get("idle_w"), dict)
-        else {},
+        idle_w={k: dict(v) for k, v in idle.items() if isinstance(v, dict)},
         parent_id=_text(rec.get("parent_id") or None, "parent_id", nullable=True),
-        host_info=dict(rec["host_info"]) if isinstance(rec.get("host_info"), dict) else {},
+        host_info=_object(rec.get("host_info")) or {},
     )
 
 
