@@ -24,7 +24,7 @@ from carbonwrap.session import isolated
 
 if TYPE_CHECKING:
     from carbonwrap.report.deliver import Outcome
-    from carbonwrap.summarise import RunReport
+    from carbonwrap.runreport import RunReport
 
 
 def run(options: RunOptions) -> Outcome:

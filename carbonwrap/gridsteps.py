@@ -18,7 +18,8 @@ from carbonwrap.report.observers import Observer
 from carbonwrap.signals import SignalWaiter, start_quietly
 
 if TYPE_CHECKING:
-    from carbonwrap.summarise import RunReport, Totals
+    from carbonwrap.runreport import RunReport
+    from carbonwrap.summarise import Totals
 
 STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 BUCKET_S = 60.0  # live pricing needs the energy per minute of wall-clock time, not per tick: memory stays flat

@@ -119,8 +119,13 @@ class Meter:
         capacity = usage.threads * dt
         share = (usage.cpu_s - self._sample_cpu_s) / capacity if capacity > 0 else None
         self._sample_cpu_s = usage.cpu_s
-        events, self._noticed = tuple(self._noticed), []
-        return Sample(now_s, dt, machine, charged, power, usage.cpu_s, share, events)
+        return Sample(now_s, dt, machine, charged, power, usage.cpu_s, share, self.noticed())
+
+    def noticed(self) -> tuple[Event, ...]:
+        """What was noticed since the last sample, handed over once: with the next sample, or now when
+        measurement stops before there is one."""
+        out, self._noticed = tuple(self._noticed), []
+        return out
 
     def sensor_info(self, infos: Iterable[SensorInfo]) -> list[SensorInfo]:
         """The record's sensor entries: a counter the model stood in for is `estimated`, for how long."""

@@ -26,7 +26,7 @@ from carbonwrap.sensors import Sensor, model_idle_w, read_all, read_period_s, ta
 if TYPE_CHECKING:
     from carbonwrap import summarise
     from carbonwrap.report.observers import Observer
-    from carbonwrap.summarise import RunReport
+    from carbonwrap.runreport import RunReport
 
 
 def _utc(ts: float) -> str:
@@ -62,6 +62,8 @@ def measure_idle(
     dt = clock() - t0
     after = child.usage(scan=False)
     meter.update(read_all(sensors, after), after, dt)
+    if warnings is not None:
+        warnings += take_notes(sensors)  # what a device said while idle power was measured
     idle = {d: e / dt for d, e in meter.machine_j.items()} if dt > 0 else {}
     busy = attribution.baseline_warning(after.machine_busy_s - before.machine_busy_s, after.threads * dt, idle)
     if busy and warnings is not None:
@@ -85,13 +87,18 @@ class _Journal:
         self.tell("noted", event)
 
     def tell(self, what: str, *args: object) -> None:
+        """Never raises: the warning about a failing observer is itself told to the others, and one that
+        fails there too is switched off at once, not called again."""
         for o in list(self.observers):
+            if o not in self.observers:
+                continue  # switched off meanwhile, by a failure in the telling of an earlier one's warning
             try:
                 getattr(o, what)(*args)
             except Exception as e:
-                self.observers.remove(o)
-                t = float(getattr(args[0], "t_s", 0.0)) if args else 0.0
-                self.add(Event(t, "warning", f"{type(o).__name__} stopped: {e!r}"))
+                if o in self.observers:
+                    self.observers.remove(o)
+                    t = float(getattr(args[0], "t_s", 0.0)) if args else 0.0
+                    self.add(Event(t, "warning", f"{type(o).__name__} stopped: {e!r}"))
 
 
 def isolated(what: str, step: Callable[[], object], notes: list[str], default: object = None) -> object:
@@ -173,6 +180,7 @@ class _Loop:
         self.last: Sample | None = None
         self.final: Sample | None = None  # the sample of the read after the command's exit
         self.waiting: list[Mark] = []  # marks read but not yet applied (a read waits for its mark gap)
+        self.signals_told = 0  # of the child's forwarded signals, how many are in the journal
         self.t_end = 0.0
 
     def launch(self, wall: Callable[[], float]) -> float:
@@ -180,6 +188,7 @@ class _Loop:
         self.t0 = self.clock()
         self.usage0 = self.child.usage(scan=False)
         self.meter.prime(read_all(self.sensors, self.usage0), self.usage0, 0.0)
+        self._sensor_notes(self.t0)
         started = wall()
         self.child.spawn()
         self.journal.tell("started")
@@ -208,9 +217,11 @@ class _Loop:
                 next_read if next_read is not None else tick,
                 max(next_mark_read, clock()) if phase_waits else tick,
             )
-            if self.child.wait(wake - clock()):
-                return
+            exited = self.child.wait(wake - clock())
             now = clock()
+            self._signals(now)
+            if exited:
+                return
             if next_read is not None and now >= next_read and now < tick:
                 self.absorb(now)
                 next_read = now + (period or interval)
@@ -232,6 +243,12 @@ class _Loop:
             self.waiting = []
             if next_read is not None:
                 next_read = now + (period or interval)
+
+    def _signals(self, now: float) -> None:
+        """Each signal passed on to the command, as an event when it was (the record lists them once, at the end)."""
+        for name in self.child.forwarded[self.signals_told :]:
+            self.note(now, f"{name} forwarded to the command", "signal")
+        self.signals_told = len(self.child.forwarded)
 
     def _read_period(self) -> float | None:
         period = read_period_s(self.sensors)
@@ -288,6 +305,9 @@ class _Loop:
             self.kill_at = None
 
     def _stopped(self, now: float, e: Exception) -> None:
+        for event in self.meter.noticed():  # no sample will carry them now
+            self.journal.add(event)
+        self._sensor_notes(now)
         self.failure = f"measurement stopped at {now - self.t0:.1f} s: {e!r}; the totals cover the run until then"
 
     def _sensor_notes(self, now: float) -> None:
@@ -308,9 +328,9 @@ class _Loop:
             self._stopped(now, e)
             return
         self.last = sample
-        self._sensor_notes(now)
-        for event in sample.events:
+        for event in sample.events:  # in the order they happened: the meter's, then what the sensors noted now
             self.journal.add(event)
+        self._sensor_notes(now)
         self.check_budget(now, totals)
         self.journal.tell("sampled", sample, totals)
 
@@ -360,6 +380,8 @@ class _Loop:
             if self.failure is not None:
                 self.failure = self.failure.replace("measurement stopped", "the final read failed")
         self.final = self.last if self.last is not before else None
+        if self.failure is not None:
+            self.journal.note(self.t_end - self.t0, "warning", self.failure)
 
     def facts(
         self,
@@ -375,8 +397,6 @@ class _Loop:
         late: list[str] = []
         child, meter, c0 = self.child, self.meter, self.usage0.cpu_s
         isolated("ending carbonwrap's helper process", child.close, late)
-        if self.failure is not None:
-            self.journal.note(self.t_end - self.t0, "warning", self.failure)
         if self.final is not None:
             cpu_s = self.final.tree_cpu_s - c0
         else:

@@ -10,50 +10,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from carbonwrap.model import DOMAINS, J_PER_KWH, Device, Event, Intensity, Method, RunOptions, Scope, SensorInfo
+from carbonwrap.model import DOMAINS, J_PER_KWH, Device, Event, Method, RunOptions, SensorInfo
+
+if TYPE_CHECKING:
+    from carbonwrap.runreport import RunReport
 
 ENERGY_KEYS = (*DOMAINS, "total")
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class RunReport:
-    """The outcome of one run; the record of SPEC.md section 5 is built from it."""
-
-    id: str
-    label: str
-    command: tuple[str, ...]
-    cwd: str
-    host: str
-    started_at: str
-    ended_at: str
-    duration_s: float
-    exit_code: int | None  # None only while the run is still going (a periodic push)
-    signal: int | None
-    cpu_time_s: float
-    scope: Scope
-    pue: float
-    energy_j: dict[str, float | None]
-    machine_energy_j: dict[str, float | None]
-    co2e_g: float
-    intensity: Intensity
-    sensors: tuple[SensorInfo, ...]
-    gpus: tuple[dict[str, object], ...] = ()
-    warnings: tuple[str, ...] = ()
-    tags: dict[str, str] = field(default_factory=dict)
-    baseline_w: dict[str, float] = field(default_factory=dict)
-    budget: dict[str, object] = field(default_factory=dict)  # limits, policy and what happened
-    phases: tuple[dict[str, object], ...] = ()  # SPEC section 10.2: the run starts in `main`
-    prediction: dict[str, float] | None = None  # from the latest progress mark
-    schedule: dict[str, object] | None = None  # SPEC section 9.1, when the start waited for a cleaner grid
-    live: dict[str, object] = field(default_factory=dict)  # SPEC section 8's intensity fields, with --grid live
-    idle_w: dict[str, dict[str, object]] = field(default_factory=dict)  # {domain: {w, source}} (SPEC.md §3)
-    parent_id: str | None = None  # the enclosing carbonwrap run's id (CARBONWRAP_PARENT_ID), if any
-    host_info: dict[str, object] = field(default_factory=dict)  # hostinfo.collect()
 
 
 def co2e_g(energy_j: float, pue: float, g_per_kwh: float) -> float:
@@ -182,11 +148,14 @@ class RunFacts(NamedTuple):
 
 def summarise(f: RunFacts) -> RunReport:
     """The RunReport, every figure in it made here; the record is its serialisation (report.record)."""
+    from carbonwrap.runreport import RunReport  # after the command: its class costs milliseconds to make
+
     o = f.options
     energy = energy_fields(f.charged_j)
     exit_code, sig = f.status if f.status is not None else (None, None)
-    # A budget passed is in the record's `budget`; everything else that happened is a warning.
-    notes = (*f.warnings, *(e.text for e in f.events if e.kind != "budget"), *f.late)
+    # A budget passed is in the record's `budget` and the signals passed on are listed once at the end (in
+    # `late`); everything else that happened is a warning.
+    notes = (*f.warnings, *(e.text for e in f.events if e.kind not in ("budget", "signal")), *f.late)
     total = energy["total"] or 0.0
     return RunReport(
         id=f.id,

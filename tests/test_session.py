@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -174,3 +176,87 @@ def test_observers_see_snapshots_and_events_and_a_failing_one_is_switched_off(ch
     assert sum("Broken stopped" in w for w in report.warnings) == 1
     assert not any(e.text in report.warnings for e in seen.events if e.kind == "budget")
     assert "energy budget passed" in str(report.budget["exceeded"])
+
+
+class FailsOnNote(Observer):
+    def noted(self, event: Event) -> None:
+        raise RuntimeError("cannot note")
+
+    def sampled(self, sample: Sample, totals: Totals) -> None:
+        raise RuntimeError("cannot sample")
+
+
+def test_two_failing_observers_cost_two_warnings_not_the_record(child_of) -> None:
+    # The first one's failure is told to the second, which fails there: each is switched off once.
+    cmd = (sys.executable, "-c", "import time, sys; time.sleep(0.2); sys.exit(5)")
+    seen = Recorder()
+    report = session.run(_options(*cmd), [Drops()], child_of(cmd), observers=[Broken(), FailsOnNote(), seen])
+    assert report.exit_code == 5
+    assert sum("Broken stopped" in w for w in report.warnings) == 1
+    assert sum("FailsOnNote stopped: RuntimeError('cannot note')" in w for w in report.warnings) == 1
+    assert seen.totals and seen.calls[-1] == "finished"
+
+
+class ReadsBetweenTicks:
+    """A counter read every 0.1 s between 0.5 s ticks, unreadable at its second read."""
+
+    max_read_period_s = 0.1
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.info = [SensorInfo("cpu", "c0", "measured", "a counter")]
+
+    def read(self, tree: object = None) -> Sequence[Reading]:
+        self.n += 1
+        if self.n == 2:
+            return [Reading("cpu", "c0", error="EIO")]
+        return [Reading("cpu", "c0", energy_j=float(self.n), wrap_j=1e6)]
+
+    def close(self) -> None:
+        pass
+
+
+class ProcGoesAway(Child):
+    """The tree's scans fail from the third on: carbonwrap's own measurement breaks mid-run."""
+
+    scans = 0
+
+    def usage(self, scan: bool = True) -> Any:
+        if scan:
+            self.scans += 1
+            if self.scans >= 3:
+                raise RuntimeError("procfs went away")
+        return super().usage(scan)
+
+
+def test_what_was_noticed_before_measurement_broke_is_in_the_record() -> None:
+    cmd = ("sleep", "0.8")
+    child = ProcGoesAway(cmd)
+    try:
+        report = session.run(_options(*cmd, interval=0.5), [ReadsBetweenTicks()], child)
+    finally:
+        child.release()
+    assert report.exit_code == 0
+    # In order: the counter's failure and recovery between ticks, then the measurement's end.
+    texts = [w.split(" at ")[0] for w in report.warnings]
+    i = texts.index("cpu c0: unreadable")
+    assert texts[i : i + 3] == ["cpu c0: unreadable", "cpu c0: readable again", "measurement stopped"]
+    assert "(EIO)" in report.warnings[i] and "procfs went away" in report.warnings[i + 2]
+
+
+def test_a_signal_passed_on_is_an_event_and_listed_once_in_the_record(child_of) -> None:
+    import signal
+    import threading
+
+    cmd = ("sleep", "5")
+    seen = Recorder()
+    child = child_of(cmd)  # blocks SIGTERM in this thread, and so in the timer's, created after it
+    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGTERM))  # a kill of carbonwrap alone
+    timer.start()
+    try:
+        report = session.run(_options(*cmd), [Drops()], child, observers=[seen])
+    finally:
+        timer.join()
+    assert report.signal == signal.SIGTERM
+    assert [e.text for e in seen.events if e.kind == "signal"] == ["SIGTERM forwarded to the command"]
+    assert [w for w in report.warnings if "SIGTERM" in w] == ["forwarded to the command: SIGTERM"]

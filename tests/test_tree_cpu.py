@@ -80,6 +80,8 @@ def test_a_command_over_before_the_first_sample_is_charged_its_memory(cw, tmp_pa
     r = cw("-q", "-i", "5", "-o", str(rec), "--", PY, "-c", burn)
     assert r.returncode == 0, r.stderr
     record = json.loads(rec.read_text())
+    if record["methods"]["dram"] == "measured":
+        pytest.skip("a RAPL DRAM zone is charged by CPU share: this is the estimate's resident-memory rule")
     assert record["duration_s"] < 5.0
     assert record["energy_j"]["dram"] > 0.0, record  # its peak resident memory, from the kernel's ru_maxrss
     assert record["energy_j"]["dram"] < record["machine_energy_j"]["dram"]

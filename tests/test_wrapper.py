@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CW, ROOT, clean_env
+from tests.conftest import CW, clean_env
+from tests.ptys import read_until, take_terminal
 
 PY = sys.executable
 
@@ -137,34 +140,45 @@ def test_summary_is_plain_text_off_a_terminal(cw) -> None:
     assert re.search(r"energy +\S+ J \(estimated\) charged", text) and re.search(r"CO2e +\S+ \S+ \(estimated\)", text)
 
 
-def test_the_child_is_launched_before_heavy_imports(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [(), ("-o", "run.html")], ids=["panel", "html"])
+def test_the_child_is_launched_before_heavy_imports(tmp_path: Path, extra: tuple[str, ...]) -> None:
     # An audit hook sees os.fork at the instant of the launch (the first process carbonwrap creates); no code
-    # is patched. stderr is a terminal (a pty), so the live panel is set up too.
+    # is patched. carbonwrap runs on a sized terminal that it controls, so the live panel is made (and says
+    # so: `panel`). The RunReport's module, like rich and pynvml, is only imported after the command has run.
     report = tmp_path / "at-spawn.txt"
     probe = (
         "import sys\n"
         "def hook(event, args):\n"
         "    if event in ('os.fork', 'os.posix_spawn') and not seen:\n"
         "        seen.append(event)\n"
-        "        heavy = [m for m in ('rich', 'pynvml') if m in sys.modules]\n"
-        "        live = 'carbonwrap.report.live' in sys.modules\n"
-        f"        open({str(report)!r}, 'w').write(f'heavy={{heavy}} live={{live}} event={{event}}')\n"
+        "        heavy = [m for m in ('rich', 'pynvml', 'carbonwrap.runreport') if m in sys.modules]\n"
+        "        panel = 'carbonwrap.report.record' in sys.modules  # _panel asks it which domains are estimated\n"
+        f"        open({str(report)!r}, 'w').write(f'heavy={{heavy}} panel={{panel}} event={{event}}')\n"
         "seen = []\n"
         "sys.addaudithook(hook)\n"
-        "sys.argv = ['carbonwrap', '--', 'true']\n"
+        f"sys.argv = ['carbonwrap', *{list(extra)!r}, '--', 'true']\n"
         "from carbonwrap.cli import main\n"
         "main()\n"
     )
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x18\x00\x50\x00\x00\x00\x00\x00")  # 24 x 80
+    p = subprocess.Popen(
+        [PY, "-c", probe],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=clean_env(TERM="xterm"),
+        cwd=tmp_path,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
+    os.close(slave)
     try:
-        r = subprocess.run(
-            [PY, "-c", probe], stderr=slave, stdout=subprocess.PIPE, env=clean_env(), check=False, cwd=ROOT, timeout=60
-        )
+        read_until(master, b"never printed", timeout=30)  # drains the panel until the process closes the pty
     finally:
-        os.close(slave)
         os.close(master)
-    assert r.returncode == 0
-    assert report.read_text() == "heavy=[] live=True event=os.fork"
+    assert p.wait(timeout=30) == 0
+    assert report.read_text() == "heavy=[] panel=True event=os.fork"
 
 
 def test_live_forced_off_a_terminal_is_no_panel_and_no_crash(cw) -> None:

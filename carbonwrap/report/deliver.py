@@ -15,7 +15,7 @@ from typing import Any
 
 from carbonwrap.model import RunOptions
 from carbonwrap.report import STDERR_BUDGET_S, limit_stderr, say, stderr_is_terminal
-from carbonwrap.summarise import RunReport
+from carbonwrap.runreport import RunReport
 
 EXIT_RECORD = 1  # a requested record could not be written, when the command itself succeeded
 EXIT_INTERNAL = 70  # a finished run without an exit status: carbonwrap's bug (EX_SOFTWARE)
@@ -64,7 +64,8 @@ def present(options: RunOptions, report: RunReport, gateway: Any = None, series:
         rec = record.to_record(report)
     except Exception as e:  # our bug: nothing to write, the status still passes through
         say(f"carbonwrap: internal error, no record could be made: {e!r}\n")
-        return Outcome(exit_status(report, False), report.signal)
+        # carbonwrap's own failure after the launch: the command's status wins (SPEC section 2).
+        return Outcome(report.exit_code if report.exit_code is not None else EXIT_INTERNAL, report.signal)
     failed = _write_records(options, rec, series)
     if failed:
         for msg in failed:

@@ -8,12 +8,15 @@ import re
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from carbonwrap.model import DOMAINS, How, Intensity, Method, SensorInfo
 from carbonwrap.report.text import clean_text, escape_control, sanitise
 from carbonwrap.summarise import ENERGY_KEYS as _ENERGY_KEYS
-from carbonwrap.summarise import RunReport, decide_methods, methods_from_sensors
+from carbonwrap.summarise import decide_methods, methods_from_sensors
+
+if TYPE_CHECKING:
+    from carbonwrap.runreport import RunReport
 
 __all__ = [
     "CSV_COLUMNS",
@@ -34,7 +37,12 @@ def record_methods(rec: Mapping[str, Any]) -> dict[str, Any]:
     m = rec.get("methods")
     if isinstance(m, dict) and set(m) >= set(_ENERGY_KEYS):
         return m
-    sensors = [x for x in rec.get("sensors") or () if isinstance(x, Mapping) and "domain" in x and "method" in x]
+    listed = rec.get("sensors")
+    sensors = (
+        [x for x in listed if isinstance(x, Mapping) and {"domain", "method"} <= x.keys()]
+        if isinstance(listed, list)
+        else []
+    )
     energy = rec.get("energy_j")
     return methods_from_sensors(sensors, energy if isinstance(energy, Mapping) else {})
 
@@ -132,8 +140,19 @@ def _energies(obj: Any, what: str, strict: bool) -> dict[str, float | None]:
         elif strict and k != "total":  # the total is made again from the domains where it is unreadable
             out[k] = _number(v, f"{what}.{k}")
         else:
-            out[k] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+            out[k] = _figure(v)
     return out
+
+
+def _figure(v: Any) -> float | None:
+    """A finite number as a float; None for anything else (text, a bool, NaN, an integer beyond a float)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
 
 
 def _dicts(v: Any) -> tuple[dict[str, Any], ...]:
@@ -155,12 +174,12 @@ def _intensity(it: dict[str, Any]) -> tuple[Intensity, dict[str, Any]]:
     one, and the table's is kept beside it."""
     priced = _number(it["g_per_kwh"], "intensity.g_per_kwh")
     live = {k: v for k, v in it.items() if k not in _TABLE_KEYS} if it.get("grid") == "live" else {}
-    table_g = live.get("table_g_per_kwh")
+    table_g = _figure(live.get("table_g_per_kwh"))
     name = it.get("name")
     intensity = Intensity(
         region=_text(it.get("region") or None, "intensity.region", nullable=True),
         name=name if isinstance(name, str) else None,
-        g_per_kwh=_number(table_g, "intensity.table_g_per_kwh") if table_g is not None else priced,
+        g_per_kwh=table_g if table_g is not None else priced,
         year=_maybe_int(it.get("year")),
         source=str(it.get("source") or ""),
         how=next((h for h in get_args(How) if h == it.get("how")), "flag"),
@@ -189,6 +208,8 @@ def from_record(rec: Any) -> RunReport:
 
     Raises TypeError, ValueError or KeyError on anything malformed that a report totals (the energy charged,
     the times, the intensity, the labels); what an older record or a CSV row lacks takes its default."""
+    from carbonwrap.runreport import RunReport
+
     energy_in, it, tags, command = _shape(rec)
     intensity, live = _intensity(it)
     energy = _energies(energy_in, "energy_j", strict=True)
