@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 from carbonwrap import attribution
 from carbonwrap.model import Event, Reading, Sample, Scope, SensorInfo, TreeUsage
@@ -119,7 +120,8 @@ class Meter:
         capacity = usage.threads * dt
         share = (usage.cpu_s - self._sample_cpu_s) / capacity if capacity > 0 else None
         self._sample_cpu_s = usage.cpu_s
-        return Sample(now_s, dt, machine, charged, power, usage.cpu_s, share, self.noticed())
+        frozen = MappingProxyType
+        return Sample(now_s, dt, frozen(machine), frozen(charged), frozen(power), usage.cpu_s, share, self.noticed())
 
     def noticed(self) -> tuple[Event, ...]:
         """What was noticed since the last sample, handed over once: with the next sample, or now when

@@ -5,6 +5,7 @@ needs it, and each frozen dataclass costs about a millisecond to create at impor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,13 +99,14 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One interval: energy per domain for the machine and charged to the scope, and power now."""
+    """One interval: energy per domain for the machine and charged to the scope, and power now. Read-only
+    through and through: the meter hands its figures out as mapping proxies."""
 
     t_s: float
     dt_s: float
-    machine_j: dict[str, float]
-    charged_j: dict[str, float]
-    power_w: dict[str, float]
+    machine_j: Mapping[str, float]
+    charged_j: Mapping[str, float]
+    power_w: Mapping[str, float]
     tree_cpu_s: float
     # The tree's CPU seconds in the interval over the machine's capacity (threads x dt_s); None when dt_s is 0.
     tree_cpu_share: float | None = None

@@ -79,6 +79,8 @@ def test_the_meters_events_ride_on_the_sample_of_their_interval() -> None:
     s2 = m.update([Reading("cpu", "p0", energy_j=160.0, wrap_j=1e6)], IDLE, 2.0)
     assert s2.events == ()  # the meter keeps no log: what went out with a sample is gone from it
     assert not hasattr(m, "warnings")
+    with pytest.raises(TypeError):
+        s2.charged_j["cpu"] = 0.0  # type: ignore[index]  # an observer cannot change what others see
 
 
 def test_a_record_reads_back_as_the_report_it_was_written_from() -> None:
