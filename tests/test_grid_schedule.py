@@ -193,3 +193,25 @@ def test_regional_forecast_path_and_outcome_line(replay: Replay, tmp_path: Any) 
     assert plan is not None and plan.start_s == now and plan.chosen_g_per_kwh == 116
     line = outcome(plan.record(now, realised_g_per_kwh=110.0))
     assert line.startswith("waited 0.0 h: forecast 116 g/kWh") and "realised 110 g/kWh" in line
+
+
+def test_earlier_durations_are_found_by_the_label_the_run_had(tmp_path: Path) -> None:
+    # A CSV escapes labels a spreadsheet would run as formulas; JSON keeps them as they are.
+    import csv as csvlib
+    import json as jsonlib
+
+    from carbonwrap.grid.timing import history_durations
+    from carbonwrap.report.record import escape_cell
+
+    rows = [("=calc", "2026-12-01T01:00:00Z", 10.0), ("'=x", "2026-12-01T02:00:00Z", 20.0), ("plain", "x", 5.0)]
+    with (tmp_path / "r.csv").open("w", newline="") as f:
+        w = csvlib.DictWriter(f, ["label", "ended_at", "duration_s"])
+        w.writeheader()
+        for label, end, d in rows:
+            w.writerow({"label": escape_cell(label), "ended_at": end, "duration_s": d})
+    (tmp_path / "r.jsonl").write_text(
+        "".join(jsonlib.dumps({"label": lb, "ended_at": e, "duration_s": d + 1}) + "\n" for lb, e, d in rows)
+    )
+    outs = [str(tmp_path / "r.csv"), str(tmp_path / "r.jsonl")]
+    assert history_durations("=calc", outs) == [10.0, 11.0]
+    assert history_durations("'=x", outs) == [20.0, 21.0]

@@ -85,10 +85,10 @@ def history_durations(label: str, outputs: Sequence[str]) -> list[float]:
             if path.suffix == ".jsonl":
                 with path.open(encoding="utf-8", errors="replace") as f:
                     rows = [_json(line) for line in f]
-                found += [_pick(r) for r in rows if r is not None and _label(r) == label]
+                found += [_pick(r) for r in rows if r is not None and str(r.get("label") or "") == label]
             elif path.suffix == ".csv":
                 with path.open(encoding="utf-8", errors="replace", newline="") as f:
-                    found += [_pick(r) for r in csv.DictReader(f) if _label(r) == label]
+                    found += [_pick(r) for r in csv.DictReader(f) if _csv_label(r) == label]
         except (OSError, csv.Error):
             continue
     good = [(end, d) for end, d in found if math.isfinite(d) and d >= 0]
@@ -103,10 +103,11 @@ def _json(line: str) -> dict[str, object] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _label(row: dict[str, object] | dict[str, str]) -> str:
-    text = str(row.get("label") or "")
-    # The CSV escapes a cell that starts with = + - @ against spreadsheet formulas with a leading quote.
-    return text[1:] if text[:1] == "'" and text[1:2] in ("=", "+", "-", "@", "\t", "\r") else text
+def _csv_label(row: dict[str, str]) -> str:
+    """The label as the run had it: the CSV escapes a cell that a spreadsheet would run as a formula."""
+    from carbonwrap.report.record import unescape_cell
+
+    return unescape_cell(row.get("label") or "")
 
 
 def _pick(row: dict[str, object] | dict[str, str]) -> tuple[str, float]:

@@ -301,11 +301,12 @@ _KIND = tuple((c, "f" if c in _FLOATS else "i" if c in _INTS else "n" if c in _N
 
 # A text cell that a spreadsheet would run as a formula gets one leading apostrophe (OWASP CSV injection).
 # Apostrophes already in front of such a start are counted in, so that reading strips exactly what was added.
-_NEEDS_ESCAPE = re.compile("'*[=+\\-@\t\r]")
-_ESCAPED = re.compile("'+[=+\\-@\t\r]")
+_FORMULA = "=+-@\t\r"  # what a spreadsheet runs as a formula when a cell starts with it
+_NEEDS_ESCAPE = re.compile(f"'*[{re.escape(_FORMULA)}]")
+_ESCAPED = re.compile(f"'+[{re.escape(_FORMULA)}]")
 
 
-_STARTS = frozenset("'=+-@\t\r")
+_STARTS = frozenset("'" + _FORMULA)
 
 
 def escape_cell(value: object) -> object:
