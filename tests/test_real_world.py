@@ -7,11 +7,9 @@ import fcntl
 import http.server
 import json
 import os
-import pty
 import signal
 import subprocess
 import sys
-import termios
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CW, ROOT, clean_env, require_real
-from tests.ptys import read_until, take_terminal
+from tests.ptys import read_until, start_on_terminal
 
 PY = sys.executable
 
@@ -56,18 +54,8 @@ def test_terminal_hang_up_keeps_the_record_and_the_status(tmp_path: Path) -> Non
     # The command survives the hang-up (as nohup'd or SIGHUP-ignoring trainers do) and goes on for a while;
     # the panel keeps trying to draw on a terminal that is gone.
     cmd = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_IGN); print('READY', flush=True); time.sleep(2)"
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x18\x00\x50\x00\x00\x00\x00\x00")  # 24 x 80
-    p = subprocess.Popen(
-        [*CW, "--live", "-i", "0.1", "-o", str(rec), "--", PY, "-c", cmd],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=clean_env(TERM="xterm"),
-        start_new_session=True,
-        preexec_fn=take_terminal,
-    )
-    os.close(slave)
+    argv = [*CW, "--live", "-i", "0.1", "-o", str(rec), "--", PY, "-c", cmd]
+    p, master = start_on_terminal(argv, clean_env(TERM="xterm"), rows_cols=(24, 80))
     try:
         assert b"READY" in read_until(master, b"READY")
         read_until(master, b"carbonwrap", timeout=2)  # the panel is drawing
@@ -299,18 +287,7 @@ def test_ctrl_c_stops_the_calling_shell_loop(tmp_path: Path) -> None:
     bash = require_real("bash")
     cw = " ".join(CW)
     loop = f"for i in 1 2 3; do echo start-$i; {cw} -q -- sleep 20; echo next-$i; done; echo loop-done"
-    master, slave = pty.openpty()
-    p = subprocess.Popen(
-        [bash, "--norc", "--noprofile", "-c", loop],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=clean_env(),
-        start_new_session=True,
-        preexec_fn=take_terminal,
-        cwd=ROOT,
-    )
-    os.close(slave)
+    p, master = start_on_terminal([bash, "--norc", "--noprofile", "-c", loop], clean_env(), cwd=ROOT)
     try:
         assert b"start-1" in read_until(master, b"start-1")
         time.sleep(1.5)  # carbonwrap has launched sleep

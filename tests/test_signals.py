@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CW, clean_env
-from tests.ptys import read_until, take_terminal
+from tests.ptys import read_until, start_on_terminal
 
 PY = sys.executable
 
@@ -37,17 +36,7 @@ sys.exit(len(got))
 
 def test_ctrl_c_in_a_terminal_interrupts_the_command_exactly_once(tmp_path: Path) -> None:
     rec = tmp_path / "r.json"
-    master, slave = pty.openpty()
-    p = subprocess.Popen(
-        [*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=clean_env(),
-        start_new_session=True,
-        preexec_fn=take_terminal,
-    )
-    os.close(slave)
+    p, master = start_on_terminal([*CW, "-q", "-o", str(rec), "--", PY, "-c", COUNTER], clean_env())
     try:
         assert b"READY" in read_until(master, b"READY")
         os.write(master, b"\x03")  # the line discipline sends SIGINT to the foreground process group

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import CW, clean_env
-from tests.ptys import read_until, take_terminal
+from tests.ptys import read_until, start_on_terminal
 
 PY = sys.executable
 
@@ -160,19 +157,7 @@ def test_the_child_is_launched_before_heavy_imports(tmp_path: Path, extra: tuple
         "from carbonwrap.cli import main\n"
         "main()\n"
     )
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x18\x00\x50\x00\x00\x00\x00\x00")  # 24 x 80
-    p = subprocess.Popen(
-        [PY, "-c", probe],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=clean_env(TERM="xterm"),
-        cwd=tmp_path,
-        start_new_session=True,
-        preexec_fn=take_terminal,
-    )
-    os.close(slave)
+    p, master = start_on_terminal([PY, "-c", probe], clean_env(TERM="xterm"), cwd=tmp_path, rows_cols=(24, 80))
     try:
         read_until(master, b"never printed", timeout=30)  # drains the panel until the process closes the pty
     finally:
