@@ -374,6 +374,7 @@ class _Loop:
                 self.kill_survivors(clock())
                 self.child.wait(0.05)
         self.t_end = clock()
+        self._signals(self.t_end)  # any passed on while the tree was ended
         before = self.last
         if self.failure is None:
             self.take(self.t_end, self.waiting + self.poll_marks())
