@@ -86,7 +86,7 @@ RESERVED = ("regions", "doctor", "report", "when", "mark")
     multiple=True,
     metavar="PATH",
     callback=valid_outputs,
-    help="Write the record: .json, .jsonl, .csv or .prom (repeatable).",
+    help="Write the record: .json, .jsonl, .csv, .prom or .html (a page with charts; repeatable).",
 )
 @click.option(
     "--samples",
