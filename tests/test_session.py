@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -250,8 +249,12 @@ def test_a_signal_passed_on_is_an_event_and_listed_once_in_the_record(child_of) 
 
     cmd = ("sleep", "5")
     seen = Recorder()
-    child = child_of(cmd)  # blocks SIGTERM in this thread, and so in the timer's, created after it
-    timer = threading.Timer(0.4, os.kill, (os.getpid(), signal.SIGTERM))  # a kill of carbonwrap alone
+    child = child_of(cmd)  # blocks SIGTERM in this thread, where session.run waits for it
+    # A kill of carbonwrap alone, aimed at this thread: a process-wide kill could land in a thread an earlier
+    # test left running with SIGTERM unblocked, and end pytest itself.
+    main = threading.main_thread().ident
+    assert main == threading.get_ident()
+    timer = threading.Timer(0.4, signal.pthread_kill, (main, signal.SIGTERM))
     timer.start()
     try:
         report = session.run(_options(*cmd), [Drops()], child, observers=[seen])
