@@ -402,6 +402,9 @@ def test_pending_signal_state_is_read_from_proc() -> None:
     # The canary relies on ShdPnd: a blocked signal sent to a process shows there until it is taken.
     from carbonwrap.canary import pending as _pending
 
+    # It must go to the process (ShdPnd is the shared set), so a handler stands by: should a thread an earlier
+    # test left running take it, the default action would otherwise end pytest.
+    handler = signal.signal(signal.SIGUSR2, lambda *_: None)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
     try:
         os.kill(os.getpid(), signal.SIGUSR2)
@@ -410,6 +413,7 @@ def test_pending_signal_state_is_read_from_proc() -> None:
         assert not _pending(os.getpid(), Path("/proc")) & (1 << (signal.SIGUSR2 - 1))
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        signal.signal(signal.SIGUSR2, handler)
 
 
 def test_a_garbage_counter_range_does_not_spin_the_loop(tmp_path: Path) -> None:
